@@ -1,0 +1,96 @@
+"""Integer arithmetic rules shared by the simulator, the quantizer and the firmware.
+
+This is the Python twin of the firmware's requantize header: saturating rounding doubling
+high multiply, rounding divide by a power of two, the multiplier+shift requantization and
+its derivation from a real multiplier, exactly as TFLM's reference kernels do them (double
+rounding; see ../shared/TFLM-INTEGER.md sections 1-2). All functions take and return numpy
+int64 arrays (or scalars) holding int32 values; int32 wrap-around is emulated where C wraps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+def wrap32(x):
+    """Two's-complement int32 wrap of int64 values (C int32 addition overflow)."""
+    x = np.asarray(x, np.int64)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def round_half_away(v: float) -> int:
+    """C round(): half away from zero, exact for every double (Python round() is half-even)."""
+    r = math.trunc(v)
+    if abs(v - r) >= 0.5:
+        r += 1 if v > 0 else -1
+    return int(r)
+
+
+def srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul: floor((a*b + 2^30) / 2^31), INT32_MAX for MIN*MIN."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    overflow = (a == INT32_MIN) & (b == INT32_MIN)
+    prod = a * b
+    nudge = np.where(prod >= 0, 1 << 30, 1 - (1 << 30))
+    # C truncating division of (prod + nudge) by 2^31
+    s = prod + nudge
+    q = np.where(s >= 0, s >> 31, -((-s) >> 31))
+    return np.where(overflow, INT32_MAX, q)
+
+
+def rdbpot(x, exponent):
+    """RoundingDivideByPOT: x / 2^exponent rounded half away from zero (0 <= exponent <= 31)."""
+    x = np.asarray(x, np.int64)
+    e = np.asarray(exponent, np.int64)
+    mask = (np.int64(1) << e) - 1
+    rem = x & mask
+    thr = (mask >> 1) + (x < 0)
+    return (x >> e) + (rem > thr)
+
+
+def sat_shl(x, exponent: int):
+    """SaturatingRoundingMultiplyByPOT for a left shift (exponent > 0), else rdbpot."""
+    x = np.asarray(x, np.int64)
+    if exponent <= 0:
+        return rdbpot(x, -exponent)
+    thr = (1 << (31 - exponent)) - 1
+    return np.where(x > thr, INT32_MAX, np.where(x < -thr, INT32_MIN, x << exponent))
+
+
+def mbqm(x, multiplier, shift):
+    """MultiplyByQuantizedMultiplier (TFLM double rounding): rdbpot(srdhm(x << l, M), r).
+
+    ``shift`` > 0 shifts left; multiplier and shift may be per-channel arrays broadcasting
+    against ``x``. The left shift wraps like C int32 arithmetic.
+    """
+    x = np.asarray(x, np.int64)
+    s = np.asarray(shift, np.int64)
+    left = np.maximum(s, 0)
+    right = np.maximum(-s, 0)
+    return rdbpot(srdhm(wrap32(x << left), multiplier), right)
+
+
+def quantize_multiplier(m: float) -> tuple[int, int]:
+    """Real multiplier -> (M, shift) with m ~= M * 2^(shift - 31), M a Q31 in [2^30, 2^31)."""
+    if m == 0.0:
+        return 0, 0
+    q, shift = math.frexp(m)
+    mant = round_half_away(q * (1 << 31))
+    if mant == (1 << 31):
+        mant //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return mant, shift
+
+
+def saturate(x, dtype: str):
+    """Clamp to the range of an integer numpy dtype and cast to it."""
+    info = np.iinfo(dtype)
+    return np.clip(x, info.min, info.max).astype(dtype)

@@ -1,0 +1,264 @@
+"""Read a .tflite flatbuffer into an ir.Graph, faithfully: no math, no fusion.
+
+Every failure of a corrupt, truncated or hostile file becomes one ModelError naming the file
+and what is wrong; sizes are checked against the file before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import tflite
+from tflite.utils import BUILTIN_OPCODE2NAME
+
+from mcuq.errors import ModelError
+from mcuq.ir import ACTIVATIONS, NO_TENSOR, Graph, Node, Op, Quant, Tensor
+
+MAX_FILE_BYTES = 512 << 20  # far above any microcontroller model
+MAX_TENSOR_ELEMENTS = 1 << 28
+
+_DTYPES = {
+    tflite.TensorType.FLOAT32: "float32",
+    tflite.TensorType.FLOAT16: "float16",
+    tflite.TensorType.FLOAT64: "float64",
+    tflite.TensorType.INT32: "int32",
+    tflite.TensorType.UINT8: "uint8",
+    tflite.TensorType.INT64: "int64",
+    tflite.TensorType.BOOL: "bool",
+    tflite.TensorType.INT16: "int16",
+    tflite.TensorType.INT8: "int8",
+    tflite.TensorType.UINT16: "uint16",
+    tflite.TensorType.UINT32: "uint32",
+    tflite.TensorType.UINT64: "uint64",
+}
+_TYPE_NAMES = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+_PADDING = {tflite.Padding.SAME: "SAME", tflite.Padding.VALID: "VALID"}
+
+
+def read_model(path: str | Path) -> Graph:
+    """Parse the .tflite file at ``path`` into a Graph (raises ModelError on any defect)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ModelError(f"{path}: cannot open ({e.strerror})") from None
+    if size > MAX_FILE_BYTES:
+        raise ModelError(f"{path}: {size} bytes is larger than the {MAX_FILE_BYTES}-byte limit")
+    return read_model_bytes(path.read_bytes(), name=path.name, origin=str(path))
+
+
+def read_model_bytes(buf: bytes, name: str = "model", origin: str = "<bytes>") -> Graph:
+    """Parse .tflite bytes; ``origin`` names the source in error messages."""
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelError(f"{origin}: not a .tflite file (no TFL3 flatbuffer identifier)")
+    try:
+        return _Reader(buf, name, origin).graph()
+    except ModelError:
+        raise
+    except (struct.error, IndexError, ValueError, TypeError, OverflowError, AttributeError) as e:
+        raise ModelError(f"{origin}: corrupt or truncated flatbuffer ({type(e).__name__}: {e})") from None
+
+
+class _Reader:
+    def __init__(self, buf: bytes, name: str, origin: str):
+        self.buf = buf
+        self.name = name
+        self.origin = origin
+        self.model = tflite.Model.GetRootAs(buf, 0)
+
+    def fail(self, what: str) -> ModelError:
+        return ModelError(f"{self.origin}: {what}")
+
+    def graph(self) -> Graph:
+        m = self.model
+        if m.SubgraphsLength() < 1:
+            raise self.fail("model has no subgraph")
+        sg = m.Subgraphs(0)
+        opnames, versions = self.opcodes()
+        tensors = tuple(self.tensor(sg.Tensors(i), i) for i in range(sg.TensorsLength()))
+        n_t = len(tensors)
+        nodes = []
+        for i in range(sg.OperatorsLength()):
+            op = sg.Operators(i)
+            code = op.OpcodeIndex()
+            if not 0 <= code < len(opnames):
+                raise self.fail(f"operator {i} names opcode {code}, model has {len(opnames)}")
+            ins = self.indices(op.InputsAsNumpy() if op.InputsLength() else [], n_t, f"operator {i} input")
+            outs = self.indices(op.OutputsAsNumpy() if op.OutputsLength() else [], n_t, f"operator {i} output")
+            name = opnames[code]
+            kind = Op(name) if name in Op.__members__ else name
+            attrs = self.attributes(kind, op, i)
+            nodes.append(Node(i, kind, ins, outs, attrs, versions[code]))
+        inputs = self.indices(sg.InputsAsNumpy() if sg.InputsLength() else [], n_t, "graph input")
+        outputs = self.indices(sg.OutputsAsNumpy() if sg.OutputsLength() else [], n_t, "graph output")
+        if NO_TENSOR in inputs or NO_TENSOR in outputs:
+            raise self.fail("graph input or output index -1")
+        return Graph(tensors, tuple(nodes), inputs, outputs, self.name)
+
+    def opcodes(self) -> tuple[list[str], list[int]]:
+        names, versions = [], []
+        for i in range(self.model.OperatorCodesLength()):
+            oc = self.model.OperatorCodes(i)
+            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+            if code == tflite.BuiltinOperator.CUSTOM:
+                custom = oc.CustomCode()
+                names.append("CUSTOM:" + (custom.decode("utf-8", "replace") if custom else "?"))
+            else:
+                names.append(BUILTIN_OPCODE2NAME.get(code, f"UNKNOWN_OPCODE_{code}"))
+            versions.append(int(oc.Version()))
+        return names, versions
+
+    def indices(self, arr, n_tensors: int, what: str) -> tuple[int, ...]:
+        out = tuple(int(x) for x in arr)
+        for x in out:
+            if x != NO_TENSOR and not 0 <= x < n_tensors:
+                raise self.fail(f"{what} names tensor {x}, model has {n_tensors}")
+        return out
+
+    def tensor(self, t, index: int) -> Tensor:
+        name = (t.Name() or b"").decode("utf-8", "replace") or f"tensor_{index}"
+        code = t.Type()
+        dtype = _DTYPES.get(code, _TYPE_NAMES.get(code, f"type{code}").lower())
+        shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+        if t.ShapeSignatureLength():
+            sig = [int(d) for d in t.ShapeSignatureAsNumpy()]
+            if len(sig) == len(shape) and any(d < 0 for d in sig[1:]):
+                raise self.fail(f"tensor '{name}' has a dynamic shape {sig}; mcuq needs static shapes")
+        if any(d < 0 for d in shape):
+            raise self.fail(f"tensor '{name}' has a negative dimension {list(shape)}")
+        count = 1
+        for d in shape:
+            count *= d
+        if count > MAX_TENSOR_ELEMENTS:
+            raise self.fail(f"tensor '{name}' asks for {count} elements, limit {MAX_TENSOR_ELEMENTS}")
+        quant = self.quantization(t.Quantization(), name, shape)
+        data = self.constant(t.Buffer(), name, dtype, shape, count)
+        return Tensor(index, name, shape, dtype, quant, data)
+
+    def quantization(self, q, name: str, shape: tuple[int, ...]) -> Quant | None:
+        if q is None or q.ScaleLength() == 0:
+            return None
+        scale = tuple(float(s) for s in q.ScaleAsNumpy())
+        zps = tuple(int(z) for z in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,)
+        if len(zps) < len(scale):
+            zps = zps + (zps[0],) * (len(scale) - len(zps))  # TFLM: channels without one use zp[0]
+        axis = int(q.QuantizedDimension())
+        if len(scale) > 1 and not (0 <= axis < len(shape) and shape[axis] == len(scale)):
+            raise self.fail(f"tensor '{name}' has {len(scale)} scales but dimension {axis} of {list(shape)}")
+        if not all(np.isfinite(s) and s > 0 for s in scale):
+            raise self.fail(f"tensor '{name}' has a non-positive or non-finite scale")
+        return Quant(scale, zps[: len(scale)], axis)
+
+    def constant(self, index: int, name: str, dtype: str, shape, count: int) -> np.ndarray | None:
+        if index == 0:
+            return None
+        if not 0 <= index < self.model.BuffersLength():
+            raise self.fail(f"tensor '{name}' names buffer {index}, model has {self.model.BuffersLength()}")
+        b = self.model.Buffers(index)
+        offset, size = int(b.Offset()), int(b.Size())
+        if offset > 1:  # large-model layout: data lives after the flatbuffer
+            if offset + size > len(self.buf):
+                raise self.fail(f"tensor '{name}': buffer {index} runs past the end of the file")
+            raw = self.buf[offset : offset + size]
+        elif b.DataLength():
+            raw = b.DataAsNumpy().tobytes()
+        else:
+            return None
+        if dtype == "int4":
+            need = (count + 1) // 2
+            if len(raw) != need:
+                raise self.fail(f"tensor '{name}': int4 buffer has {len(raw)} bytes, shape needs {need}")
+            packed = np.frombuffer(raw, np.uint8)
+            nib = np.empty(count, np.int8)
+            nib[0::2] = (packed[: (count + 1) // 2] & 0xF).astype(np.int8)[: len(nib[0::2])]
+            nib[1::2] = (packed[: count // 2] >> 4).astype(np.int8)
+            nib = np.where(nib > 7, nib - 16, nib).astype(np.int8)
+            arr = nib.reshape(shape)
+        else:
+            try:
+                dt = np.dtype(dtype)
+            except TypeError:
+                raise self.fail(f"tensor '{name}' has constant data of unsupported type {dtype}") from None
+            if len(raw) != count * dt.itemsize:
+                raise self.fail(
+                    f"tensor '{name}': buffer {index} has {len(raw)} bytes, shape {list(shape)} "
+                    f"of {dtype} needs {count * dt.itemsize}"
+                )
+            arr = np.frombuffer(raw, dt.newbyteorder("<")).astype(dt).reshape(shape)
+        arr.setflags(write=False)
+        return arr
+
+    def attributes(self, op_kind, op, i: int) -> dict:
+        """Decode the builtin options of the ops mcuq knows; others keep no attributes."""
+        def opts(cls):
+            table = op.BuiltinOptions()
+            o = cls()
+            if table is not None:
+                o.Init(table.Bytes, table.Pos)
+                return o
+            return None
+
+        def act(o) -> str:
+            a = o.FusedActivationFunction() if o is not None else 0
+            if not 0 <= a < len(ACTIVATIONS):
+                raise self.fail(f"operator {i} ({op_kind}) has unknown fused activation {a}")
+            return ACTIVATIONS[a]
+
+        def padding(o) -> str:
+            p = o.Padding() if o is not None else 0
+            if p not in _PADDING:
+                raise self.fail(f"operator {i} ({op_kind}) has unknown padding {p}")
+            return _PADDING[p]
+
+        if op_kind in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D):
+            cls = tflite.Conv2DOptions if op_kind == Op.CONV_2D else tflite.DepthwiseConv2DOptions
+            o = opts(cls)
+            a = {
+                "padding": padding(o),
+                "stride_h": o.StrideH() if o else 1,
+                "stride_w": o.StrideW() if o else 1,
+                "dilation_h": o.DilationHFactor() if o else 1,
+                "dilation_w": o.DilationWFactor() if o else 1,
+                "activation": act(o),
+            }
+            if op_kind == Op.DEPTHWISE_CONV_2D:
+                a["depth_multiplier"] = o.DepthMultiplier() if o else 1
+            return a
+        if op_kind == Op.FULLY_CONNECTED:
+            o = opts(tflite.FullyConnectedOptions)
+            fmt = o.WeightsFormat() if o else 0
+            return {
+                "activation": act(o),
+                "keep_num_dims": bool(o.KeepNumDims()) if o else False,
+                "weights_format": "DEFAULT" if fmt == 0 else "SHUFFLED4x16INT8",
+            }
+        if op_kind in (Op.AVERAGE_POOL_2D, Op.MAX_POOL_2D):
+            o = opts(tflite.Pool2DOptions)
+            return {
+                "padding": padding(o),
+                "stride_h": o.StrideH() if o else 1,
+                "stride_w": o.StrideW() if o else 1,
+                "filter_h": o.FilterHeight() if o else 1,
+                "filter_w": o.FilterWidth() if o else 1,
+                "activation": act(o),
+            }
+        if op_kind in (Op.ADD, Op.MUL, "SUB"):
+            cls = {Op.ADD: tflite.AddOptions, Op.MUL: tflite.MulOptions, "SUB": tflite.SubOptions}[op_kind]
+            return {"activation": act(opts(cls))}
+        if op_kind == Op.CONCATENATION:
+            o = opts(tflite.ConcatenationOptions)
+            return {"axis": o.Axis() if o else 0, "activation": act(o)}
+        if op_kind == Op.SOFTMAX:
+            o = opts(tflite.SoftmaxOptions)
+            return {"beta": float(o.Beta()) if o else 1.0}
+        if op_kind == Op.RESHAPE:
+            o = opts(tflite.ReshapeOptions)
+            if o is not None and o.NewShapeLength():
+                return {"new_shape": tuple(int(d) for d in o.NewShapeAsNumpy())}
+            return {"new_shape": None}
+        if op_kind == Op.MEAN:
+            o = opts(tflite.ReducerOptions)
+            return {"keep_dims": bool(o.KeepDims()) if o else False}
+        return {}
