@@ -94,3 +94,16 @@ def saturate(x, dtype: str):
     """Clamp to the range of an integer numpy dtype and cast to it."""
     info = np.iinfo(dtype)
     return np.clip(x, info.min, info.max).astype(dtype)
+
+
+def round_half_away_array(v) -> np.ndarray:
+    """Vectorized round_half_away over float arrays (exact: no floor(|v| + 0.5) trap)."""
+    v = np.asarray(v, np.float64)
+    r = np.trunc(v)
+    return (r + np.where(np.abs(v - r) >= 0.5, np.sign(v), 0)).astype(np.int64)
+
+
+def quantize_real(x, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    """TFLM AffineQuantize: clamp(round_half_away(float32(x) / float32(scale)) + zp)."""
+    q = np.asarray(x, np.float32) / np.float32(scale)
+    return saturate(round_half_away_array(q) + zero_point, dtype)
