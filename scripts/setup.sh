@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for mcuq: system packages, a venv in .venv, the package.
-# Idempotent; sourced by ./demo and .ci/run. Usage: scripts/setup.sh [--test]
+# Idempotent; run by ./demo and ./test. Usage: scripts/setup.sh [EXTRA] (examples, test)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -17,7 +17,7 @@ if ((${#missing[@]})) && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-extra=""; [ "${1:-}" = "--test" ] && extra="[test]"
+extra=""; [ -n "${1:-}" ] && extra="[$1]"
 stamp=".venv/.mcuq-installed$extra"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
