@@ -1,0 +1,158 @@
+"""The `mcuq` command: thin click commands over mcuq.pipeline.
+
+Every McuqError becomes one line on stderr and exit code 2; anything unexpected becomes one
+line too (set MCUQ_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from mcuq import __version__, pipeline
+from mcuq.boards import DEFAULT_BOARD, all_boards
+from mcuq.errors import McuqError
+from mcuq.plan import plan_arena
+from mcuq.quant import Scheme
+
+EXIT_ERROR = 2
+
+
+def _warn(message: str) -> None:
+    click.secho(f"WARNING: {message}", fg="yellow", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except McuqError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as e:  # never a traceback for the user
+            if os.environ.get("MCUQ_DEBUG"):
+                raise
+            click.secho(f"internal error: {type(e).__name__}: {e} (MCUQ_DEBUG=1 shows the traceback)",
+                        fg="red", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="mcuq")
+def main() -> None:
+    """Integer-only neural networks on Cortex-M, proven bit-exact on the target."""
+
+
+_scheme_option = click.option("--scheme", type=click.Choice([s.value for s in Scheme]), default="tflite",
+                              show_default=True, help="Quantization scheme for float models.")
+_calib_option = click.option("--calib", type=click.Path(dir_okay=False), default=None,
+                             help="Calibration inputs (.npz with in0, in1, ... each [N, *shape]).")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def inspect(model: str, as_json: bool) -> None:
+    """Per-layer ops, shapes, MACs and bytes; quantization kind; arena; boards it fits."""
+    m = pipeline.load(model)
+    graph = m.graph
+    estimated = m.summary.kind != pipeline.QuantKind.FULL_INTEGER
+    if estimated:  # plan the int8 version of a float model: activations shrink 4x
+        graph = dataclasses.replace(graph, tensors=tuple(
+            dataclasses.replace(t, dtype="int8") if (t.dtype == "float32" and not t.is_const) else t
+            for t in graph.tensors))
+    plan = plan_arena(graph)
+    fp = pipeline.Footprint(plan.size, m.summary.weight_bytes // (4 if estimated and
+                                                                     m.summary.kind == pipeline.QuantKind.FLOAT else 1))
+    fits = {b.name: fp.misfit(b) for b in all_boards()}
+    s = m.summary
+    if as_json:
+        d = s.to_dict()
+        d.update(file=str(m.path), sha256=m.sha256, arena_bytes=plan.size, arena_estimated=estimated,
+                 fits=[b for b, why in fits.items() if why is None],
+                 does_not_fit={b: why for b, why in fits.items() if why})
+        click.echo(json.dumps(d, indent=1))
+        return
+    click.echo(f"model        {m.path.name}  (sha256 {m.sha256[:16]}…)")
+    io = " with float I/O" if s.float_io and s.kind == pipeline.QuantKind.FULL_INTEGER else ""
+    click.echo(f"quantization {s.kind}{io}")
+    click.echo(f"{'#':>3}  {'op':<20} {'input':<18} {'output':<16} {'MACs':>11} {'weights B':>10} {'act. B':>9}")
+    for layer in s.layers:
+        ins = ",".join("x".join(map(str, sh)) for sh in layer.input_shapes)
+        flag = "" if layer.supported else "  (unsupported)"
+        click.echo(f"{layer.index:>3}  {layer.op:<20} {ins:<18} {'x'.join(map(str, layer.output_shape)):<16} "
+                   f"{layer.macs:>11,} {layer.weight_bytes:>10,} {layer.activation_bytes:>9,}{flag}")
+    click.echo(f"{'':>3}  {'total':<20} {'':<18} {'':<16} {s.macs:>11,} {s.weight_bytes:>10,} "
+               f"{s.activation_bytes:>9,}")
+    click.echo(f"unsupported  {', '.join(s.unsupported_ops) or 'none'}")
+    note = " (int8 estimate after quantization)" if estimated else ""
+    click.echo(f"arena        {plan.size:,} bytes planned{note}")
+    ok = [b for b, why in fits.items() if why is None]
+    click.echo(f"fits         {', '.join(ok) or 'no board'}")
+    for b, why in fits.items():
+        if why:
+            click.echo(f"  not {b}: {why}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(dir_okay=False),
+              help=".npz with in0, in1, ...: one sample of the input shape, or [N, *shape].")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
+@click.option("--all-tensors", is_flag=True, help="Also write every tensor as t<index>.")
+@_calib_option
+@_scheme_option
+def sim(model: str, inputs_path: str, out_path: str, all_tensors: bool, calib: str | None, scheme: str) -> None:
+    """Run the integer host simulator on a .tflite or a pack output directory."""
+    graph = pipeline.load_for_sim(model, calib, Scheme(scheme), _warn)
+    inputs = pipeline.load_arrays(inputs_path, graph, "inputs", batched=False)
+    results = pipeline.simulate(graph, inputs, all_tensors)
+    single = all(a.shape[0] == 1 for a in inputs) and not _has_sample_axis(inputs_path, graph)
+    if single:
+        results = {k: v[0] for k, v in results.items()}
+    out = Path(out_path)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, **results)
+    tmp.replace(out)
+    click.echo(f"wrote {out}: {', '.join(f'{k} {list(v.shape)}' for k, v in results.items() if k.startswith('out'))}")
+
+
+def _has_sample_axis(path: str, graph) -> bool:
+    with np.load(path) as npz:
+        return npz["in0"].ndim == len(graph.input_tensors()[0].shape) + 1
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `mcuq boards`).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@_calib_option
+@_scheme_option
+def pack(model: str, board: str, out_dir: str, calib: str | None, scheme: str) -> None:
+    """Quantize to integer-only, plan memory, emit C arrays into DIR."""
+    packed = pipeline.pack(model, board, out_dir, calib, Scheme(scheme), _warn)
+    man = packed.manifest
+    click.echo(f"packed {man['model']} for {man['board']} ({man['scheme']} scheme) into {packed.out_dir}")
+    click.echo(f"  arena {man['arena_bytes']:,} bytes, weights and params {man['weight_bytes']:,} bytes")
+    if packed.integer.report is not None:
+        click.echo(packed.integer.report.format())
+
+
+@main.command()
+def boards() -> None:
+    """List the boards mcuq knows."""
+    for b in all_boards():
+        kind = f"QEMU {b.qemu_machine}" if b.qemu_machine else "real board"
+        click.echo(f"{b.name:<16} {b.core:<11} {b.flash_bytes // 1024:>5} KB flash {b.ram_bytes // 1024:>4} KB RAM  "
+                   f"{kind:<22} {b.title}")

@@ -1,0 +1,197 @@
+"""Emit a packed model as C sources: const tensors, one const params struct per node, the node
+table over the planned arena, I/O descriptors; plus a manifest and the graph for `mcuq sim`.
+
+Parameter structs are derived field for field from the simulator's Params dataclasses, so the
+firmware kernels read exactly the integers the host simulator used: ints become int32_t, tuples
+and arrays become pointers to const arrays, floats (host-side I/O conversion only) stay float.
+The output directory is written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from string import Template
+from typing import Any, Sequence
+
+import numpy as np
+
+from mcuq import __version__
+from mcuq.errors import McuqError, ModelError
+from mcuq.graphfile import save_graph
+from mcuq.ir import NO_TENSOR, Graph, Op
+from mcuq.plan import ArenaPlan
+
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_RANK = 4
+_C_DTYPES = {"int8": ("int8_t", 0), "int16": ("int16_t", 1), "int32": ("int32_t", 2),
+             "int64": ("int64_t", 3), "float32": ("float", 4), "uint8": ("uint8_t", 5)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedSources:
+    """The generated C text."""
+
+    header: str
+    source: str
+
+
+def _c_name(params_type: type) -> str:
+    base = params_type.__name__.removesuffix("Params")
+    return "mcuq_" + re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower() + "_params_t"
+
+
+def _field_ctype(value: Any) -> str:
+    if isinstance(value, (bool, int, np.integer)):
+        return "int32_t"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    if isinstance(value, tuple):
+        return "const int32_t *"
+    if isinstance(value, np.ndarray):
+        return f"const {_C_DTYPES[value.dtype.name][0]} *"
+    if value is None:
+        return "const void *"
+    raise McuqError(f"internal: cannot pack parameter value of type {type(value).__name__}")
+
+
+def _fmt_array(values: np.ndarray, per_line: int = 16) -> str:
+    flat = np.asarray(values).reshape(-1)
+    if flat.dtype.kind == "f":
+        items = [repr(float(np.float32(v))) + "f" for v in flat]
+    elif flat.dtype == np.int64:
+        items = [f"{int(v)}LL" for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    if flat.dtype == np.int32:
+        items = [f"(int32_t){v}" if v == str(-(1 << 31)) else v for v in items]
+    if not items:
+        items = ["0"]
+    return ",\n".join("    " + ", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+
+
+def _array_decl(name: str, values: np.ndarray) -> str:
+    ctype = _C_DTYPES[np.asarray(values).dtype.name][0]
+    n = max(1, int(np.asarray(values).size))
+    return f"static MCUQ_CONST {ctype} {name}[{n}] = {{\n{_fmt_array(values)}\n}};"
+
+
+def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: str, sha256: str,
+                   scheme: str) -> PackedSources:
+    """Render mcuq_model.h / mcuq_model.c for a prepared, planned integer graph."""
+    for t in graph.tensors:
+        if len(t.shape) > MAX_RANK and (t.index in plan.offsets or t.is_const):
+            raise ModelError(f"tensor '{t.name}' has rank {len(t.shape)}; the firmware supports up to {MAX_RANK}")
+    struct_fields: dict[type, list[tuple[str, str]]] = {}
+    for p in params:
+        fields = [(f.name, _field_ctype(getattr(p, f.name))) for f in dataclasses.fields(p)]
+        seen = struct_fields.setdefault(type(p), fields)
+        if seen != fields:
+            raise McuqError(f"internal: {type(p).__name__} fields change C type between nodes")
+    structs = []
+    for ptype, fields in struct_fields.items():
+        body = "\n".join(f"    {ctype}{'' if ctype.endswith('*') else ' '}{name};" for name, ctype in fields)
+        structs.append(f"typedef struct {{\n{body}\n}} {_c_name(ptype)};")
+
+    used = sorted({t for n in graph.nodes for t in (*n.inputs, *n.outputs) if t != NO_TENSOR}
+                  | set(graph.inputs) | set(graph.outputs))
+    slot = {t: i for i, t in enumerate(used)}
+    const_data, tensor_rows = [], []
+    for t in used:
+        tensor = graph.tensor(t)
+        if tensor.dtype not in _C_DTYPES:
+            raise ModelError(f"tensor '{tensor.name}' has type {tensor.dtype}, which the firmware cannot hold")
+        shape = list(tensor.shape) + [1] * (MAX_RANK - len(tensor.shape))
+        if tensor.is_const:
+            const_data.append(_array_decl(f"mcuq_t{t}", tensor.data))
+            data, offset = f"mcuq_t{t}", -1
+        else:
+            data, offset = "0", plan.offsets[t]
+        tensor_rows.append(
+            f"    {{ {data}, {offset}, {tensor.nbytes}, {_C_DTYPES[tensor.dtype][1]}, {len(tensor.shape)}, "
+            f"{{ {', '.join(str(d) for d in shape)} }} }}, /* {slot[t]}: {tensor.name} */")
+
+    param_data, node_io, node_rows = [], [], []
+    for node, p in zip(graph.nodes, params):
+        inits = []
+        for f in dataclasses.fields(p):
+            value = getattr(p, f.name)
+            if isinstance(value, (tuple, np.ndarray)):
+                arr = np.asarray(value, np.int32) if isinstance(value, tuple) else value
+                param_data.append(_array_decl(f"mcuq_p{node.index}_{f.name}", arr))
+                inits.append(f".{f.name} = mcuq_p{node.index}_{f.name}")
+            elif value is None:
+                inits.append(f".{f.name} = 0")
+            elif isinstance(value, (float, np.floating)):
+                inits.append(f".{f.name} = {float(np.float32(value))!r}f")
+            else:
+                inits.append(f".{f.name} = {int(value)}")
+        param_data.append(f"static const {_c_name(type(p))} mcuq_p{node.index} = {{ {', '.join(inits)} }};")
+        ins = [slot[t] if t != NO_TENSOR else -1 for t in node.inputs]
+        outs = [slot[t] for t in node.outputs]
+        node_io.append(f"static const int16_t mcuq_n{node.index}_in[] = {{ {', '.join(map(str, ins)) or '-1'} }};")
+        node_io.append(f"static const int16_t mcuq_n{node.index}_out[] = {{ {', '.join(map(str, outs))} }};")
+        node_rows.append(f"    {{ MCUQ_OP_{node.op}, {len(ins)}, {len(outs)}, mcuq_n{node.index}_in, "
+                         f"mcuq_n{node.index}_out, &mcuq_p{node.index} }},")
+
+    def io_rows(indices):
+        rows = []
+        for t in indices:
+            q = graph.tensor(t).quant
+            scale, zp = (q.scale[0], q.zero_point[0]) if q else (0.0, 0)
+            rows.append(f"    {{ {slot[t]}, {float(np.float32(scale))!r}f, {zp} }}, /* {graph.tensor(t).name} */")
+        return "\n".join(rows)
+
+    values = dict(
+        version=__version__, model=model, sha256=sha256, scheme=scheme, arena_bytes=plan.size,
+        num_tensors=len(used), num_nodes=len(graph.nodes), num_inputs=len(graph.inputs),
+        num_outputs=len(graph.outputs),
+        op_enum=",\n".join(f"    MCUQ_OP_{op.name} = {i}" for i, op in enumerate(Op)),
+        param_structs="\n\n".join(structs),
+        const_data="\n\n".join(const_data), param_data="\n".join(param_data),
+        tensor_table="\n".join(tensor_rows), node_io="\n".join(node_io), node_table="\n".join(node_rows),
+        inputs=io_rows(graph.inputs), outputs=io_rows(graph.outputs),
+    )
+    header = Template((TEMPLATES / "mcuq_model.h.in").read_text()).substitute(values)
+    source = Template((TEMPLATES / "mcuq_model.c.in").read_text()).substitute(values)
+    return PackedSources(header, source)
+
+
+def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest: dict,
+                   report: dict) -> None:
+    """Write the pack output atomically: build in a temporary sibling, then swap it into place."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or
+                             (any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists())):
+        raise McuqError(f"{out_dir}: exists and is not an mcuq pack output; choose another -o")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        (tmp / "src").mkdir()
+        (tmp / "src" / "mcuq_model.h").write_text(sources.header)
+        (tmp / "src" / "mcuq_model.c").write_text(sources.source)
+        save_graph(graph, tmp / "graph")
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

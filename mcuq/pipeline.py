@@ -1,0 +1,238 @@
+"""The whole flow, top to bottom: model -> IR -> integer graph -> params -> plan -> pack.
+
+Each step returns a typed value the next one takes; the CLI is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mcuq import __version__
+from mcuq.boards import Board, all_boards, load_board
+from mcuq.errors import BoardFitError, CalibrationError, ModelError, UnsupportedOpError
+from mcuq.fixedpoint import quantize_real
+from mcuq.graphfile import load_graph
+from mcuq.ir import Graph, Op
+from mcuq.pack import render_sources, write_pack_dir
+from mcuq.plan import ArenaPlan, check_plan, plan_arena
+from mcuq.quant import QuantReport, Scheme, quantize
+from mcuq.reader import read_model
+from mcuq.simulate import prepare_graph, run_integer
+from mcuq.summary import ModelSummary, QuantKind, summarize
+
+# Bytes the firmware itself needs beside the model (stack, frame buffers; runtime and kernel
+# code). Conservative until `mcuq build` measures the real figures per board.
+FIRMWARE_RAM_RESERVE = 16 * 1024
+FIRMWARE_FLASH_RESERVE = 64 * 1024
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model as read from disk: where from, its hash, its graph, its summary."""
+
+    path: Path
+    sha256: str
+    graph: Graph
+    summary: ModelSummary
+
+
+@dataclass(frozen=True)
+class IntegerModel:
+    """The integer-only graph the target runs, with the quantization report if we quantized."""
+
+    source: Model
+    graph: Graph
+    scheme: Scheme
+    report: QuantReport | None
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a packed model needs of a board."""
+
+    arena_bytes: int
+    const_bytes: int
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.arena_bytes + FIRMWARE_RAM_RESERVE
+
+    @property
+    def flash_bytes(self) -> int:
+        return self.const_bytes + FIRMWARE_FLASH_RESERVE
+
+    def misfit(self, board: Board) -> str | None:
+        """One line saying why the model does not fit ``board``, or None when it fits."""
+        for what, need, have in (("RAM", self.ram_bytes, board.ram_bytes),
+                                 ("flash", self.flash_bytes, board.flash_bytes)):
+            if need > have:
+                return (f"model needs {need:,} bytes of {what}, board {board.name} has {have:,} "
+                        f"(over by {need - have:,})")
+        return None
+
+
+@dataclass(frozen=True)
+class Packed:
+    out_dir: Path
+    manifest: dict
+    plan: ArenaPlan
+    integer: IntegerModel
+
+
+def load(path: str | Path) -> Model:
+    """Read a .tflite file."""
+    path = Path(path)
+    graph = read_model(path)
+    return Model(path, hashlib.sha256(path.read_bytes()).hexdigest(), graph, summarize(graph))
+
+
+def require_runnable(model: Model) -> None:
+    """Refuse hybrid models and ops mcuq cannot run, naming the first offender."""
+    if model.summary.kind == QuantKind.HYBRID:
+        raise ModelError(f"{model.path}: dynamic-range hybrid model (float activations with int8 "
+                         "weights); mcuq needs a full-integer or a float model")
+    for node in model.graph.nodes:
+        if not node.supported:
+            raise UnsupportedOpError(f"{model.path}: unsupported op {node.op} (node {node.index}); "
+                                     f"mcuq runs {', '.join(op.value for op in Op)}")
+
+
+def load_arrays(path: str | Path, graph: Graph, what: str, batched: bool) -> list[np.ndarray]:
+    """Arrays in0, in1, ... of an .npz, one per graph input, checked against the input shapes.
+
+    With ``batched`` every array has a leading sample axis; otherwise a single sample may also
+    be given without one.
+    """
+    try:
+        with np.load(path) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise CalibrationError(f"{path}: no such file") from None
+    except Exception as e:  # np.load raises many types on a bad file
+        raise CalibrationError(f"{path}: not a readable .npz ({type(e).__name__})") from None
+    out = []
+    for i, t in enumerate(graph.input_tensors()):
+        key = f"in{i}"
+        if key not in arrays:
+            raise CalibrationError(f"{path}: {what} need array '{key}' for input '{t.name}' "
+                                   f"(found {', '.join(sorted(arrays)) or 'none'})")
+        a = arrays[key]
+        sample = tuple(t.shape)
+        if not batched and a.shape == sample:
+            a = a[None]
+        if a.ndim == len(sample) + 1 and a.shape[1:] == sample:
+            pass
+        elif sample and sample[0] == 1 and a.ndim == len(sample) and a.shape[1:] == sample[1:]:
+            a = a[:, None]  # samples stacked along the batch axis
+        else:
+            raise CalibrationError(f"{path}: '{key}' has shape {list(a.shape)}, input '{t.name}' needs "
+                                   f"[N, {', '.join(map(str, sample))}]")
+        if a.shape[0] == 0:
+            raise CalibrationError(f"{path}: '{key}' holds no samples")
+        out.append(a)
+    return out
+
+
+def to_integer(model: Model, calib: Sequence[np.ndarray] | None, scheme: Scheme, warn: Warn) -> IntegerModel:
+    """The integer-only graph: an int8 model as is, a float model quantized with ``calib``."""
+    require_runnable(model)
+    if model.summary.kind == QuantKind.FLOAT:
+        result = quantize(model.graph, calib, scheme=scheme, warn=warn)
+        return IntegerModel(model, result.graph, scheme, result.report)
+    if scheme != Scheme.TFLITE:
+        raise ModelError(f"{model.path}: already quantized; --scheme {scheme} needs a float model")
+    return IntegerModel(model, model.graph, scheme, None)
+
+
+def footprint(graph: Graph, plan: ArenaPlan) -> Footprint:
+    const = sum(t.nbytes for t in graph.tensors if t.is_const)
+    return Footprint(plan.size, const)
+
+
+def fitting_boards(fp: Footprint) -> list[str]:
+    return [b.name for b in all_boards() if fp.misfit(b) is None]
+
+
+def pack(model_path: str | Path, board_name: str, out_dir: str | Path, calib_path: str | Path | None,
+         scheme: Scheme, warn: Warn) -> Packed:
+    """Quantize if needed, prepare kernel params, plan the arena, check the fit, write DIR."""
+    board = load_board(board_name)
+    model = load(model_path)
+    calib = load_arrays(calib_path, model.graph, "calibration data", batched=True) if calib_path else None
+    integer = to_integer(model, calib, scheme, warn)
+    params = prepare_graph(integer.graph)
+    plan = plan_arena(integer.graph)
+    check_plan(integer.graph, plan)
+    fp = footprint(integer.graph, plan)
+    misfit = fp.misfit(board)
+    if misfit:
+        raise BoardFitError(f"{model.path}: {misfit}")
+    sources = render_sources(integer.graph, params, plan, model.path.name, model.sha256, str(scheme))
+    manifest = {
+        "mcuq_version": __version__,
+        "model": model.path.name,
+        "model_sha256": model.sha256,
+        "board": board.name,
+        "scheme": str(scheme),
+        "arena_bytes": plan.size,
+        "weight_bytes": fp.const_bytes,
+        "inputs": [_io(t) for t in integer.graph.input_tensors()],
+        "outputs": [_io(t) for t in integer.graph.output_tensors()],
+    }
+    report = {"summary": summarize(integer.graph).to_dict(),
+              "quantization": integer.report.to_dict() if integer.report else None}
+    write_pack_dir(Path(out_dir), integer.graph, sources, manifest, report)
+    return Packed(Path(out_dir), manifest, plan, integer)
+
+
+def _io(t) -> dict:
+    q = t.quant
+    return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+            "scale": q.scale[0] if q else None, "zero_point": q.zero_point[0] if q else None}
+
+
+def load_for_sim(model_path: str | Path, calib_path: str | Path | None, scheme: Scheme, warn: Warn) -> Graph:
+    """The integer graph `mcuq sim` runs: a pack output directory, or a .tflite like `pack` does."""
+    path = Path(model_path)
+    if path.is_dir():
+        if not (path / "manifest.json").exists():
+            raise ModelError(f"{path}: not an mcuq pack output (no manifest.json)")
+        return load_graph(path / "graph")
+    model = load(path)
+    calib = load_arrays(calib_path, model.graph, "calibration data", batched=True) if calib_path else None
+    return to_integer(model, calib, scheme, warn).graph
+
+
+def simulate(graph: Graph, inputs: Sequence[np.ndarray], all_tensors: bool) -> dict[str, np.ndarray]:
+    """Run every sample through the integer simulator; arrays out0.. (and t<index> per tensor).
+
+    Float inputs of an integer graph are quantized with the input's scale and zero point first.
+    """
+    n = inputs[0].shape[0]
+    if any(a.shape[0] != n for a in inputs):
+        raise CalibrationError(f"inputs hold different sample counts: {[a.shape[0] for a in inputs]}")
+    per_sample: list[dict[str, np.ndarray]] = []
+    for s in range(n):
+        xs = [_to_input_dtype(graph, i, a[s]) for i, a in enumerate(inputs)]
+        values = run_integer(graph, xs, all_tensors=True)
+        d = {f"out{k}": values[t] for k, t in enumerate(graph.outputs)}
+        if all_tensors:
+            d.update({f"t{t}": v for t, v in values.items()})
+        per_sample.append(d)
+    return {k: np.stack([d[k] for d in per_sample]) for k in per_sample[0]}
+
+
+def _to_input_dtype(graph: Graph, i: int, x: np.ndarray) -> np.ndarray:
+    t = graph.input_tensors()[i]
+    if x.dtype == np.dtype(t.dtype):
+        return x
+    if x.dtype.kind == "f" and t.quant is not None and t.dtype != "float32":
+        return quantize_real(x, t.quant.scale[0], t.quant.zero_point[0], t.dtype)
+    raise CalibrationError(f"input '{t.name}' needs {t.dtype} values, got {x.dtype}")
