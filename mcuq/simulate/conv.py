@@ -1,0 +1,257 @@
+"""CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED, bit-exact with TFLM's reference kernels.
+
+Accumulation is int64 numpy (im2col + matmul for conv); int32 accumulators are then wrapped
+to int32 as C would, int64 ones (16x8 with int64 bias) are rescaled with MBQM64
+(../shared/TFLM-INTEGER.md sections 1, 4-6). Multipliers are per output channel, shift > 0
+meaning a left shift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mcuq.fixedpoint import mbqm, quantize_multiplier, wrap32
+from mcuq.ir import Graph, Node
+from mcuq.simulate.common import (
+    activation_range, expect_dtype, node_input, node_output, output_size_and_padding, quant,
+    unsupported, windows,
+)
+
+
+def mbqm64(x, multiplier, shift) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier for an int64 accumulator: one rounding, 16-bit multiplier."""
+    x = np.asarray(x, np.int64)
+    m = np.asarray(multiplier, np.int64)
+    m16 = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    total = 15 - np.asarray(shift, np.int64)
+    return wrap32((x * m16 + (np.int64(1) << (total - 1))) >> total)
+
+
+@dataclass(frozen=True, eq=False)
+class ConvParams:
+    """Integer parameters of CONV_2D and DEPTHWISE_CONV_2D (NHWC).
+
+    acc[c] = sum w * (x + input_offset) + bias[c] over in-image taps (filter zero point ignored);
+    y = clamp(MBQM(acc, multiplier[c], shift[c]) + output_offset, act_min, act_max), with
+    MBQM64 when ``accumulator_bits`` is 64. For depthwise, output channel c reads input
+    channel c // depth_multiplier; for conv, ``groups`` splits channels.
+    """
+
+    input_shape: tuple[int, ...]
+    filter_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_top: int
+    pad_left: int
+    groups: int
+    depth_multiplier: int
+    input_offset: int
+    output_offset: int
+    multiplier: np.ndarray
+    shift: np.ndarray
+    act_min: int
+    act_max: int
+    accumulator_bits: int
+
+
+@dataclass(frozen=True, eq=False)
+class FullyConnectedParams:
+    """Integer parameters of FULLY_CONNECTED: input read as [batches, depth], filter [units, depth].
+
+    acc[o] = sum (w + filter_offset) * (x + input_offset) + bias[o];
+    y = clamp(MBQM(acc, multiplier, shift) + output_offset, act_min, act_max). ``multiplier``
+    and ``shift`` have one entry (per-tensor, filter_offset applied) or one per unit
+    (per-channel, filter_offset 0); MBQM64 when ``accumulator_bits`` is 64.
+    """
+
+    batches: int
+    depth: int
+    units: int
+    output_shape: tuple[int, ...]
+    input_offset: int
+    filter_offset: int
+    output_offset: int
+    multiplier: np.ndarray
+    shift: np.ndarray
+    act_min: int
+    act_max: int
+    accumulator_bits: int
+
+
+def _accumulator_bits(graph: Graph, node: Node, in_dtype: str, bias, int16_bias: tuple[str, ...]) -> int:
+    """int8: int32 bias; int16: int32 bias -> 32-bit accumulator, int64 (or none) -> 64-bit."""
+    if in_dtype == "int8":
+        if bias is not None:
+            expect_dtype(graph, node, bias, ("int32",))
+        return 32
+    if bias is not None:
+        expect_dtype(graph, node, bias, int16_bias)
+        if bias.dtype == "int32":
+            return 32
+    return 64
+
+
+def _multipliers(graph: Graph, node: Node, s_in: float, w_scales: tuple[float, ...], s_out: float,
+                 channels: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """PopulateConvolutionQuantizationParams: QuantizeMultiplier(s_in * s_w[c] / s_out) per channel."""
+    if len(w_scales) not in (1, channels):
+        raise unsupported(graph, node, f"filter has {len(w_scales)} scales for {channels} output channels")
+    pairs = [quantize_multiplier(s_in * w_scales[c if len(w_scales) > 1 else 0] / s_out) for c in range(channels)]
+    m = np.array([p[0] for p in pairs], np.int32)
+    s = np.array([p[1] for p in pairs], np.int32)
+    if bits == 64 and not np.all((s >= -31) & (s < 8)):
+        raise unsupported(graph, node, "a multiplier shift is outside [-31, 8) required by 64-bit rescaling")
+    return m, s
+
+
+def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
+    x, w, bias, y = node_input(graph, node, 0), node_input(graph, node, 1), node_input(graph, node, 2), node_output(graph, node)
+    if x is None or w is None:
+        raise unsupported(graph, node, "needs an input and a filter tensor")
+    expect_dtype(graph, node, x, ("int8", "int16"))
+    expect_dtype(graph, node, w, ("int8", "int4") if x.dtype == "int8" else ("int8",))
+    expect_dtype(graph, node, y, (x.dtype,))
+    if w.data is None:
+        raise unsupported(graph, node, f"filter '{w.name}' must be constant")
+    if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4:
+        raise unsupported(graph, node, "input, filter and output must be 4-D (NHWC)")
+    bits = _accumulator_bits(graph, node, x.dtype, bias, ("int32", "int64") if not depthwise else ("int64",))
+    a = node.attrs
+    n, h, wd, ic = x.shape
+    if depthwise:
+        _, kh, kw, oc = w.shape
+        dm = a["depth_multiplier"]
+        if w.shape[0] != 1 or oc != ic * dm:
+            raise unsupported(graph, node, f"filter {list(w.shape)} does not match {ic} input channels x depth multiplier {dm}")
+        groups = 1
+    else:
+        oc, kh, kw, icf = w.shape
+        dm = 1
+        if icf == 0 or ic % icf or oc % (ic // icf):
+            raise unsupported(graph, node, f"filter {list(w.shape)} does not divide {ic} input channels into groups")
+        groups = ic // icf
+    oh, pt = output_size_and_padding(h, kh, a["stride_h"], a["dilation_h"], a["padding"])
+    ow, pl = output_size_and_padding(wd, kw, a["stride_w"], a["dilation_w"], a["padding"])
+    if y.shape != (n, oh, ow, oc):
+        raise unsupported(graph, node, f"output shape {list(y.shape)} differs from computed {[n, oh, ow, oc]}")
+    if bias is not None and bias.shape != (oc,):
+        raise unsupported(graph, node, f"bias '{bias.name}' shape {list(bias.shape)} is not [{oc}]")
+    s_in, zp_in = quant(graph, node, x)
+    s_out, zp_out = quant(graph, node, y)
+    quant(graph, node, w)
+    m, s = _multipliers(graph, node, s_in, w.quant.scale, s_out, oc, bits)
+    lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
+    offsets = (-zp_in, zp_out) if x.dtype == "int8" else (0, 0)  # 16x8 kernels assume zero points 0
+    return ConvParams(
+        x.shape, w.shape, y.shape, a["stride_h"], a["stride_w"], a["dilation_h"], a["dilation_w"],
+        pt, pl, groups, dm, offsets[0], offsets[1], m, s, lo, hi, bits,
+    )
+
+
+def prepare_conv2d(graph: Graph, node: Node) -> ConvParams:
+    """Derive CONV_2D's integer parameters (TFLM conv_common.cc)."""
+    return _prepare_conv_like(graph, node, depthwise=False)
+
+
+def prepare_depthwise_conv2d(graph: Graph, node: Node) -> ConvParams:
+    """Derive DEPTHWISE_CONV_2D's integer parameters (TFLM depthwise_conv_common.cc)."""
+    return _prepare_conv_like(graph, node, depthwise=True)
+
+
+def _rescale(p: ConvParams | FullyConnectedParams, acc: np.ndarray, bias, dtype) -> np.ndarray:
+    """Bias, requantize, output offset and clamp; the shared tail of all three kernels."""
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)
+    if p.accumulator_bits == 32:
+        y = mbqm(wrap32(acc), p.multiplier, p.shift)
+    else:
+        y = mbqm64(acc, p.multiplier, p.shift)
+    return np.clip(y + p.output_offset, p.act_min, p.act_max).astype(dtype)
+
+
+def _bias(inputs: list) -> np.ndarray | None:
+    return inputs[2] if len(inputs) > 2 else None
+
+
+def conv2d(p: ConvParams, inputs: list[np.ndarray | None]) -> np.ndarray:
+    """CONV_2D: im2col over the offset input (padding reads zero = skipped tap), int64 matmul."""
+    x, w = inputs[0], inputs[1]
+    oc, kh, kw, icf = p.filter_shape
+    n, oh, ow, _ = p.output_shape
+    win = windows(x.astype(np.int64) + p.input_offset, kh, kw, (p.stride_h, p.stride_w),
+                  (p.dilation_h, p.dilation_w), (p.pad_top, p.pad_left), (oh, ow), 0)
+    ocg = oc // p.groups
+    acc = np.empty((n * oh * ow, oc), np.int64)
+    for g in range(p.groups):
+        cols = win[..., g * icf:(g + 1) * icf].reshape(n * oh * ow, kh * kw * icf)
+        acc[:, g * ocg:(g + 1) * ocg] = cols @ w[g * ocg:(g + 1) * ocg].reshape(ocg, -1).astype(np.int64).T
+    return _rescale(p, acc, _bias(inputs), x.dtype).reshape(p.output_shape)
+
+
+def depthwise_conv2d(p: ConvParams, inputs: list[np.ndarray | None]) -> np.ndarray:
+    """DEPTHWISE_CONV_2D: per-tap multiply-accumulate over the channel-repeated input."""
+    x, w = inputs[0], inputs[1]
+    _, kh, kw, oc = p.filter_shape
+    n, oh, ow, _ = p.output_shape
+    xr = x.astype(np.int64) + p.input_offset
+    if p.depth_multiplier > 1:
+        xr = np.repeat(xr, p.depth_multiplier, axis=3)
+    win = windows(xr, kh, kw, (p.stride_h, p.stride_w), (p.dilation_h, p.dilation_w),
+                  (p.pad_top, p.pad_left), (oh, ow), 0)
+    w64 = w.astype(np.int64)
+    acc = np.zeros((n, oh, ow, oc), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            acc += win[:, :, :, ky, kx, :] * w64[0, ky, kx]
+    return _rescale(p, acc, _bias(inputs), x.dtype)
+
+
+def prepare_fully_connected(graph: Graph, node: Node) -> FullyConnectedParams:
+    """Derive FULLY_CONNECTED's parameters (TFLM fully_connected_common.cc), float32 quirk included."""
+    x, w, bias, y = node_input(graph, node, 0), node_input(graph, node, 1), node_input(graph, node, 2), node_output(graph, node)
+    if x is None or w is None:
+        raise unsupported(graph, node, "needs an input and a filter tensor")
+    if node.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
+        raise unsupported(graph, node, f"weights format {node.attrs['weights_format']} of '{w.name}' is not supported")
+    expect_dtype(graph, node, x, ("int8", "int16"))
+    expect_dtype(graph, node, w, ("int8", "int4") if x.dtype == "int8" else ("int8",))
+    expect_dtype(graph, node, y, (x.dtype,))
+    if w.data is None:
+        raise unsupported(graph, node, f"filter '{w.name}' must be constant")
+    bits = _accumulator_bits(graph, node, x.dtype, bias, ("int32", "int64"))
+    if len(w.shape) != 2 or not y.shape:
+        raise unsupported(graph, node, f"filter {list(w.shape)} must be 2-D and the output at least 1-D")
+    units, depth = w.shape
+    batches = int(np.prod(y.shape[:-1], dtype=np.int64))
+    if y.shape[-1] != units or x.size != batches * depth:
+        raise unsupported(graph, node, f"input {list(x.shape)}, filter {list(w.shape)} and output {list(y.shape)} disagree")
+    if bias is not None and bias.shape != (units,):
+        raise unsupported(graph, node, f"bias '{bias.name}' shape {list(bias.shape)} is not [{units}]")
+    s_in, zp_in = quant(graph, node, x)
+    s_w, zp_w = quant(graph, node, w)
+    s_out, zp_out = quant(graph, node, y)
+    if w.quant.per_channel:
+        m, s = _multipliers(graph, node, s_in, w.quant.scale, s_out, units, bits)
+        filter_offset = 0
+    else:
+        real = float(np.float32(s_in) * np.float32(s_w)) / s_out  # product rounded to float32 first
+        mm, ss = quantize_multiplier(real)
+        m, s = np.array([mm], np.int32), np.array([ss], np.int32)
+        if bits == 64 and not -31 <= ss < 8:
+            raise unsupported(graph, node, "the multiplier shift is outside [-31, 8) required by 64-bit rescaling")
+        filter_offset = -zp_w
+    lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
+    return FullyConnectedParams(batches, depth, units, y.shape, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits)
+
+
+def fully_connected(p: FullyConnectedParams, inputs: list[np.ndarray | None]) -> np.ndarray:
+    """FULLY_CONNECTED: [batches, depth] x [units, depth]^T in int64."""
+    x, w = inputs[0], inputs[1]
+    xf = x.reshape(p.batches, p.depth).astype(np.int64) + p.input_offset
+    acc = xf @ (w.astype(np.int64) + p.filter_offset).T
+    return _rescale(p, acc, _bias(inputs), x.dtype).reshape(p.output_shape)
