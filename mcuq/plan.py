@@ -78,7 +78,8 @@ def _aliases(graph: Graph, life: dict[int, tuple[int, int]]) -> dict[int, int]:
     for node in graph.nodes:
         hook = INPLACE.get(node.op)
         for src, dst in hook(node) if hook else ():
-            if (src in life and dst in life and life[src][1] == node.index and src not in found.values()
+            if (src in life and dst in life and dst not in found and src not in found.values()
+                    and life[src][1] == node.index
                     and graph.tensor(dst).nbytes <= graph.tensor(src).nbytes):
                 found[dst] = src
     return found

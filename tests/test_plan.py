@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mcuq.ir import NO_TENSOR, Graph, Node, Op, Tensor
-from mcuq.plan import ArenaPlan, check_plan, peak_live_bytes, plan_arena
+from mcuq.plan import INPLACE, ArenaPlan, check_plan, peak_live_bytes, plan_arena
 from mcuq.reader import read_model
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
@@ -82,7 +82,7 @@ def assert_sound(graph: Graph, plan: ArenaPlan) -> None:
     shared = {frozenset(p) for p in plan.aliases.items()}
     for dst, src in plan.aliases.items():
         node = next(n for n in graph.nodes if dst in n.outputs)
-        assert node.op == Op.RESHAPE and node.inputs[0] == src
+        assert node.op in INPLACE and src in node.inputs
         assert not any(src in n.inputs for n in graph.nodes[node.index + 1:]) and src not in graph.outputs
     nbytes = {t.index: t.nbytes for t in graph.activation_tensors()}
     peak = 0
@@ -150,6 +150,19 @@ def test_reshape_shares_bytes_only_when_input_dies():
     plan = plan_arena(lives_on)
     assert plan.aliases == {} and plan.offsets[2] != plan.offsets[1]
     assert_sound(lives_on, plan)
+
+
+def test_inplace_hook_takes_the_input_that_dies(monkeypatch):
+    """An op registered in INPLACE writes over whichever input dies there, and only that one."""
+    monkeypatch.setitem(INPLACE, Op.ADD, lambda node: [(node.inputs[0], node.outputs[0]),
+                                                       (node.inputs[1], node.outputs[0])])
+    t = [Tensor(i, f"t{i}", (64,), "int8") for i in range(4)]
+    g = Graph(tuple(t), (Node(0, Op.SOFTMAX, (0,), (1,)), Node(1, Op.ADD, (0, 1), (2,)),
+                         Node(2, Op.ADD, (2, 0), (3,))), (0,), (3,))
+    plan = plan_arena(g)
+    assert plan.aliases == {2: 1, 3: 2}  # t0 lives on to node 2, so node 1 reuses t1, node 2 reuses t2
+    assert plan.size == 128
+    assert_sound(g, plan)
 
 
 def test_check_plan_rejects_bad_plans():
