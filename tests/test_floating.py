@@ -39,12 +39,13 @@ def _model_paths() -> list:
         out.append(pytest.param(p, id=Path(name).name,
                                 marks=pytest.mark.skipif(not p.exists(), reason=reason)))
     sine = _sine_float()
-    out.append(pytest.param(sine, id="sine_float",
-                            marks=pytest.mark.skipif(sine is None, reason="tflite-micro wheel has no sine_float.tflite")))
+    no_sine = pytest.mark.skipif(sine is None, reason="tflite-micro wheel has no sine_float.tflite")
+    out.append(pytest.param(sine, id="sine_float", marks=no_sine))
     return out
 
 
-def tflite_all_tensors(model: bytes, inputs: list[np.ndarray]) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
+def tflite_all_tensors(model: bytes, inputs: list[np.ndarray]
+                       ) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
     """Outputs and every preserved tensor from TF Lite's reference kernels (no delegate)."""
     it = tfl.Interpreter(model_content=model, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=tfl.OpResolverType.BUILTIN_REF)
@@ -118,7 +119,8 @@ def single_op(op: Op, attrs: dict, operands: list, out_shape: tuple[int, ...], v
     out = len(tensors)
     tensors.append(Tensor(out, "out", out_shape, "float32"))
     graph_ins = tuple(i for i in ins if i >= 0 and not tensors[i].is_const)
-    return Graph(tuple(tensors), (Node(0, op, tuple(ins), (out,), attrs, version),), graph_ins, (out,), op.value)
+    node = Node(0, op, tuple(ins), (out,), attrs, version)
+    return Graph(tuple(tensors), (node,), graph_ins, (out,), op.value)
 
 
 def check_single_op(g: Graph, seed: int = 0) -> None:
@@ -146,7 +148,8 @@ def weights(*shape: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
-@pytest.mark.parametrize("stride,dilation", [((1, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 1), (2, 3)), ((2, 2), (2, 1))])
+@pytest.mark.parametrize("stride,dilation", [((1, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 1), (2, 3)),
+                                             ((2, 2), (2, 1))])
 def test_conv2d(padding: str, stride: tuple[int, int], dilation: tuple[int, int]) -> None:
     h, w, kh, kw = 11, 10, 3, 2
     oh = out_hw(h, kh, stride[0], dilation[0], padding)
@@ -157,8 +160,8 @@ def test_conv2d(padding: str, stride: tuple[int, int], dilation: tuple[int, int]
 
 
 def test_grouped_conv2d() -> None:
-    g = single_op(Op.CONV_2D, conv_attrs("SAME", (1, 1), (1, 1)), [(1, 5, 5, 6), weights(4, 3, 3, 3), weights(4)],
-                  (1, 5, 5, 4))
+    g = single_op(Op.CONV_2D, conv_attrs("SAME", (1, 1), (1, 1)),
+                  [(1, 5, 5, 6), weights(4, 3, 3, 3), weights(4)], (1, 5, 5, 4))
     check_single_op(g)
 
 
@@ -211,7 +214,8 @@ def test_reshape_pad_mean_concat() -> None:
     check_single_op(single_op(Op.PAD, {}, [(1, 4, 5, 2), pads], (1, 7, 8, 2)))
     check_single_op(single_op(Op.MEAN, {"keep_dims": True}, [(1, 6, 5, 4), np.array([1, 2], np.int32)],
                               (1, 1, 1, 4)))
-    check_single_op(single_op(Op.MEAN, {"keep_dims": False}, [(1, 6, 5, 4), np.array([-1], np.int32)], (1, 6, 5)))
+    check_single_op(single_op(Op.MEAN, {"keep_dims": False}, [(1, 6, 5, 4), np.array([-1], np.int32)],
+                              (1, 6, 5)))
     check_single_op(single_op(Op.CONCATENATION, {"axis": 3, "activation": "NONE"},
                               [(1, 4, 5, 2), weights(1, 4, 5, 3), (1, 4, 5, 1)], (1, 4, 5, 6)))
     check_single_op(single_op(Op.CONCATENATION, {"axis": -2, "activation": "NONE"},

@@ -26,7 +26,8 @@ def run_float(
     Returns the graph outputs, or with ``all_tensors`` every non-constant tensor by index.
     """
     if len(inputs) != len(graph.inputs):
-        raise CalibrationError(f"{graph.name}: {len(inputs)} input arrays given, the graph has {len(graph.inputs)}")
+        raise CalibrationError(f"{graph.name}: {len(inputs)} input arrays given, "
+                               f"the graph has {len(graph.inputs)}")
     values: dict[int, np.ndarray] = {}
     for t, x in zip(graph.input_tensors(), inputs):
         values[t.index] = _input_value(t, np.asarray(x))
@@ -47,7 +48,8 @@ def run_float(
     for node in graph.nodes:
         kernel = _KERNELS.get(node.op)
         if kernel is None:
-            raise UnsupportedOpError(f"{graph.name}: node {node.index} is {node.op}, which the float executor does not run")
+            raise UnsupportedOpError(f"{graph.name}: node {node.index} is {node.op}, "
+                                     "which the float executor does not run")
         out = graph.tensor(node.outputs[0])
         y = kernel(node, [value(i) for i in node.inputs])
         if node.op in _DECLARED_SHAPE and y.size == out.size:
@@ -134,7 +136,8 @@ def _conv2d(node: Node, args: list) -> np.ndarray:
     oc, kh, kw, icf = w.shape
     groups = x.shape[3] // icf
     if groups * icf != x.shape[3] or oc % groups:
-        raise ModelError(f"node {node.index} (CONV_2D): filter {list(w.shape)} does not fit input {list(x.shape)}")
+        raise ModelError(f"node {node.index} (CONV_2D): filter {list(w.shape)} "
+                         f"does not fit input {list(x.shape)}")
     win = _windows(node, x, kh, kw, node.attrs["dilation_h"], node.attrs["dilation_w"], 0.0)
     n, oh, ow = win.shape[:3]
     win = win.reshape(n, oh, ow, groups, icf, kh, kw)
@@ -150,7 +153,8 @@ def _depthwise(node: Node, args: list) -> np.ndarray:
     _, kh, kw, oc = w.shape
     mult = oc // x.shape[3]
     if mult * x.shape[3] != oc:
-        raise ModelError(f"node {node.index} (DEPTHWISE_CONV_2D): filter {list(w.shape)} does not fit input {list(x.shape)}")
+        raise ModelError(f"node {node.index} (DEPTHWISE_CONV_2D): filter {list(w.shape)} "
+                         f"does not fit input {list(x.shape)}")
     win = _windows(node, x, kh, kw, node.attrs["dilation_h"], node.attrs["dilation_w"], 0.0)
     n, oh, ow, c = win.shape[:4]
     wm = w[0].reshape(kh, kw, c, mult)  # output channel ic * mult + m
@@ -163,7 +167,8 @@ def _depthwise(node: Node, args: list) -> np.ndarray:
 def _fully_connected(node: Node, args: list) -> np.ndarray:
     x, w, b = args[0], args[1], args[2] if len(args) > 2 else None
     if node.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
-        raise UnsupportedOpError(f"node {node.index} (FULLY_CONNECTED): weights format {node.attrs['weights_format']}")
+        raise UnsupportedOpError(f"node {node.index} (FULLY_CONNECTED): "
+                                 f"weights format {node.attrs['weights_format']}")
     y = x.reshape(-1, w.shape[1]) @ w.T
     if b is not None:
         y = y + b
@@ -199,7 +204,8 @@ def _softmax(node: Node, args: list) -> np.ndarray:
 def _pad(node: Node, args: list) -> np.ndarray:
     x, paddings = args[0], np.asarray(args[1], np.int64).reshape(-1, 2)
     if paddings.shape[0] != x.ndim or (paddings < 0).any():
-        raise ModelError(f"node {node.index} (PAD): paddings {paddings.tolist()} do not fit input {list(x.shape)}")
+        raise ModelError(f"node {node.index} (PAD): paddings {paddings.tolist()} "
+                         f"do not fit input {list(x.shape)}")
     return np.pad(x, paddings)
 
 
@@ -211,7 +217,8 @@ def _mean(node: Node, args: list) -> np.ndarray:
 
 def _concat(node: Node, args: list) -> np.ndarray:
     if node.attrs.get("activation", "NONE") != "NONE":  # TF Lite refuses it as well
-        raise UnsupportedOpError(f"node {node.index} (CONCATENATION): fused activation {node.attrs['activation']}")
+        raise UnsupportedOpError(f"node {node.index} (CONCATENATION): "
+                                 f"fused activation {node.attrs['activation']}")
     return np.concatenate(args, axis=node.attrs.get("axis", 0))
 
 
