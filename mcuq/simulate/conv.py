@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mcuq.fixedpoint import mbqm, quantize_multiplier, wrap32
-from mcuq.ir import Graph, Node
+from mcuq.ir import Graph, Node, Tensor
 from mcuq.simulate.common import (
     activation_range, expect_dtype, node_input, node_output, output_size_and_padding, quant,
     unsupported, windows,
@@ -83,17 +83,32 @@ class FullyConnectedParams:
     accumulator_bits: int
 
 
-def _accumulator_bits(graph: Graph, node: Node, in_dtype: str, bias, int16_bias: tuple[str, ...]) -> int:
-    """int8: int32 bias; int16: int32 bias -> 32-bit accumulator, int64 (or none) -> 64-bit."""
-    if in_dtype == "int8":
-        if bias is not None:
-            expect_dtype(graph, node, bias, ("int32",))
-        return 32
+def _filter_io(graph: Graph, node: Node, int16_bias: tuple[str, ...]
+               ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, int]:
+    """(input, filter, bias or None, output, accumulator bits) after the dtype checks TFLM makes.
+
+    int8 activations take int8/int4 filters and an int32 bias (32-bit accumulator); int16
+    activations take int8 filters and an int32 (32-bit) or int64/absent (64-bit) bias.
+    """
+    x, w, bias = (node_input(graph, node, k) for k in range(3))
+    y = node_output(graph, node)
+    if x is None or w is None:
+        raise unsupported(graph, node, "needs an input and a filter tensor")
+    expect_dtype(graph, node, x, ("int8", "int16"))
+    expect_dtype(graph, node, w, ("int8", "int4") if x.dtype == "int8" else ("int8",))
+    expect_dtype(graph, node, y, (x.dtype,))
     if bias is not None:
-        expect_dtype(graph, node, bias, int16_bias)
-        if bias.dtype == "int32":
-            return 32
-    return 64
+        expect_dtype(graph, node, bias, ("int32",) if x.dtype == "int8" else int16_bias)
+    if w.data is None:
+        raise unsupported(graph, node, f"filter '{w.name}' must be constant")
+    quant(graph, node, w)
+    bits = 32 if x.dtype == "int8" or (bias is not None and bias.dtype == "int32") else 64
+    return x, w, bias, y, bits
+
+
+def _check_shifts(graph: Graph, node: Node, shift: np.ndarray, bits: int) -> None:
+    if bits == 64 and not np.all((shift >= -31) & (shift < 8)):
+        raise unsupported(graph, node, "a multiplier shift is outside [-31, 8), as 64-bit rescaling needs")
 
 
 def _multipliers(graph: Graph, node: Node, s_in: float, w_scales: tuple[float, ...], s_out: float,
@@ -101,49 +116,44 @@ def _multipliers(graph: Graph, node: Node, s_in: float, w_scales: tuple[float, .
     """PopulateConvolutionQuantizationParams: QuantizeMultiplier(s_in * s_w[c] / s_out) per channel."""
     if len(w_scales) not in (1, channels):
         raise unsupported(graph, node, f"filter has {len(w_scales)} scales for {channels} output channels")
-    pairs = [quantize_multiplier(s_in * w_scales[c if len(w_scales) > 1 else 0] / s_out) for c in range(channels)]
+    scales = w_scales if len(w_scales) > 1 else w_scales * channels
+    pairs = [quantize_multiplier(s_in * s_w / s_out) for s_w in scales]
     m = np.array([p[0] for p in pairs], np.int32)
     s = np.array([p[1] for p in pairs], np.int32)
-    if bits == 64 and not np.all((s >= -31) & (s < 8)):
-        raise unsupported(graph, node, "a multiplier shift is outside [-31, 8) required by 64-bit rescaling")
+    _check_shifts(graph, node, s, bits)
     return m, s
 
 
 def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
-    x, w, bias, y = node_input(graph, node, 0), node_input(graph, node, 1), node_input(graph, node, 2), node_output(graph, node)
-    if x is None or w is None:
-        raise unsupported(graph, node, "needs an input and a filter tensor")
-    expect_dtype(graph, node, x, ("int8", "int16"))
-    expect_dtype(graph, node, w, ("int8", "int4") if x.dtype == "int8" else ("int8",))
-    expect_dtype(graph, node, y, (x.dtype,))
-    if w.data is None:
-        raise unsupported(graph, node, f"filter '{w.name}' must be constant")
+    x, w, bias, y, bits = _filter_io(graph, node, ("int64",) if depthwise else ("int32", "int64"))
     if len(x.shape) != 4 or len(w.shape) != 4 or len(y.shape) != 4:
         raise unsupported(graph, node, "input, filter and output must be 4-D (NHWC)")
-    bits = _accumulator_bits(graph, node, x.dtype, bias, ("int32", "int64") if not depthwise else ("int64",))
+    if depthwise and x.dtype == "int16" and bias is None:  # no reference: TFLM's kernel crashes there
+        raise unsupported(graph, node, "int16 depthwise convolution needs an int64 bias")
     a = node.attrs
     n, h, wd, ic = x.shape
     if depthwise:
         _, kh, kw, oc = w.shape
         dm = a["depth_multiplier"]
         if w.shape[0] != 1 or oc != ic * dm:
-            raise unsupported(graph, node, f"filter {list(w.shape)} does not match {ic} input channels x depth multiplier {dm}")
+            raise unsupported(graph, node, f"filter {list(w.shape)} does not match {ic} input channels "
+                                           f"x depth multiplier {dm}")
         groups = 1
     else:
         oc, kh, kw, icf = w.shape
         dm = 1
         if icf == 0 or ic % icf or oc % (ic // icf):
-            raise unsupported(graph, node, f"filter {list(w.shape)} does not divide {ic} input channels into groups")
+            raise unsupported(graph, node, f"filter {list(w.shape)} does not split {ic} input channels "
+                                           "into groups")
         groups = ic // icf
     oh, pt = output_size_and_padding(h, kh, a["stride_h"], a["dilation_h"], a["padding"])
     ow, pl = output_size_and_padding(wd, kw, a["stride_w"], a["dilation_w"], a["padding"])
     if y.shape != (n, oh, ow, oc):
-        raise unsupported(graph, node, f"output shape {list(y.shape)} differs from computed {[n, oh, ow, oc]}")
+        raise unsupported(graph, node, f"output shape {list(y.shape)} is not the computed {[n, oh, ow, oc]}")
     if bias is not None and bias.shape != (oc,):
         raise unsupported(graph, node, f"bias '{bias.name}' shape {list(bias.shape)} is not [{oc}]")
     s_in, zp_in = quant(graph, node, x)
     s_out, zp_out = quant(graph, node, y)
-    quant(graph, node, w)
     m, s = _multipliers(graph, node, s_in, w.quant.scale, s_out, oc, bits)
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
     offsets = (-zp_in, zp_out) if x.dtype == "int8" else (0, 0)  # 16x8 kernels assume zero points 0
@@ -213,40 +223,37 @@ def depthwise_conv2d(p: ConvParams, inputs: list[np.ndarray | None]) -> np.ndarr
 
 def prepare_fully_connected(graph: Graph, node: Node) -> FullyConnectedParams:
     """Derive FULLY_CONNECTED's parameters (TFLM fully_connected_common.cc), float32 quirk included."""
-    x, w, bias, y = node_input(graph, node, 0), node_input(graph, node, 1), node_input(graph, node, 2), node_output(graph, node)
-    if x is None or w is None:
-        raise unsupported(graph, node, "needs an input and a filter tensor")
-    if node.attrs.get("weights_format", "DEFAULT") != "DEFAULT":
-        raise unsupported(graph, node, f"weights format {node.attrs['weights_format']} of '{w.name}' is not supported")
-    expect_dtype(graph, node, x, ("int8", "int16"))
-    expect_dtype(graph, node, w, ("int8", "int4") if x.dtype == "int8" else ("int8",))
-    expect_dtype(graph, node, y, (x.dtype,))
-    if w.data is None:
-        raise unsupported(graph, node, f"filter '{w.name}' must be constant")
-    bits = _accumulator_bits(graph, node, x.dtype, bias, ("int32", "int64"))
+    x, w, bias, y, bits = _filter_io(graph, node, ("int32", "int64"))
+    fmt = node.attrs.get("weights_format", "DEFAULT")
+    if fmt != "DEFAULT":
+        raise unsupported(graph, node, f"filter '{w.name}' has weights format {fmt}; only DEFAULT runs")
     if len(w.shape) != 2 or not y.shape:
         raise unsupported(graph, node, f"filter {list(w.shape)} must be 2-D and the output at least 1-D")
     units, depth = w.shape
     batches = int(np.prod(y.shape[:-1], dtype=np.int64))
     if y.shape[-1] != units or x.size != batches * depth:
-        raise unsupported(graph, node, f"input {list(x.shape)}, filter {list(w.shape)} and output {list(y.shape)} disagree")
+        raise unsupported(graph, node, f"input {list(x.shape)}, filter {list(w.shape)} "
+                                       f"and output {list(y.shape)} disagree")
     if bias is not None and bias.shape != (units,):
         raise unsupported(graph, node, f"bias '{bias.name}' shape {list(bias.shape)} is not [{units}]")
     s_in, zp_in = quant(graph, node, x)
     s_w, zp_w = quant(graph, node, w)
     s_out, zp_out = quant(graph, node, y)
     if w.quant.per_channel:
+        if w.dtype == "int4":
+            raise unsupported(graph, node, f"int4 filter '{w.name}' is per-channel; TFLM runs int4 FC "
+                                           "per-tensor only")
         m, s = _multipliers(graph, node, s_in, w.quant.scale, s_out, units, bits)
         filter_offset = 0
     else:
         real = float(np.float32(s_in) * np.float32(s_w)) / s_out  # product rounded to float32 first
-        mm, ss = quantize_multiplier(real)
-        m, s = np.array([mm], np.int32), np.array([ss], np.int32)
-        if bits == 64 and not -31 <= ss < 8:
-            raise unsupported(graph, node, "the multiplier shift is outside [-31, 8) required by 64-bit rescaling")
+        m, s = (np.array([v], np.int32) for v in quantize_multiplier(real))
+        _check_shifts(graph, node, s, bits)
         filter_offset = -zp_w
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
-    return FullyConnectedParams(batches, depth, units, y.shape, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits)
+    return FullyConnectedParams(
+        batches, depth, units, y.shape, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits,
+    )
 
 
 def fully_connected(p: FullyConnectedParams, inputs: list[np.ndarray | None]) -> np.ndarray:

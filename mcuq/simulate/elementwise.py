@@ -89,9 +89,11 @@ def _binary(graph: Graph, node: Node, dtypes: tuple[str, ...]):
     try:
         shape = np.broadcast_shapes(x1.shape, x2.shape)
     except ValueError:
-        raise unsupported(graph, node, f"input shapes {list(x1.shape)} and {list(x2.shape)} do not broadcast") from None
+        what = f"input shapes {list(x1.shape)} and {list(x2.shape)} do not broadcast"
+        raise unsupported(graph, node, what) from None
     if shape != y.shape or len(shape) > 6:
-        raise unsupported(graph, node, f"output shape {list(y.shape)} is not the (<= 6-D) broadcast {list(shape)}")
+        raise unsupported(graph, node, f"output shape {list(y.shape)} is not the (<= 6-D) broadcast "
+                                       f"{list(shape)}")
     return quant(graph, node, x1), quant(graph, node, x2), quant(graph, node, y), y
 
 

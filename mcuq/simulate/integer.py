@@ -23,6 +23,7 @@ from mcuq.simulate.elementwise import (
 from mcuq.simulate.layout import (
     concatenation, mean, pad, prepare_concatenation, prepare_mean, prepare_pad, prepare_reshape, reshape,
 )
+from mcuq.simulate.nonlinear import logistic, prepare_logistic, prepare_softmax, prepare_tanh, softmax, tanh
 from mcuq.simulate.pool import average_pool2d, max_pool2d, prepare_average_pool2d, prepare_max_pool2d
 
 PrepareFn = Callable[[Graph, Node], Any]
@@ -42,20 +43,10 @@ KERNELS: dict[Op, tuple[PrepareFn, EvalFn]] = {
     Op.PAD: (prepare_pad, pad),
     Op.CONCATENATION: (prepare_concatenation, concatenation),
     Op.MEAN: (prepare_mean, mean),
+    Op.SOFTMAX: (prepare_softmax, softmax),
+    Op.LOGISTIC: (prepare_logistic, logistic),
+    Op.TANH: (prepare_tanh, tanh),
 }
-
-try:  # written concurrently; drop the try once mcuq/simulate/nonlinear.py exists
-    from mcuq.simulate.nonlinear import (
-        logistic, prepare_logistic, prepare_softmax, prepare_tanh, softmax, tanh,
-    )
-
-    KERNELS.update({
-        Op.SOFTMAX: (prepare_softmax, softmax),
-        Op.LOGISTIC: (prepare_logistic, logistic),
-        Op.TANH: (prepare_tanh, tanh),
-    })
-except ImportError:
-    pass
 
 
 def prepare_graph(graph: Graph) -> list[Any]:
@@ -64,7 +55,8 @@ def prepare_graph(graph: Graph) -> list[Any]:
     for node in graph.nodes:
         entry = KERNELS.get(node.op) if isinstance(node.op, Op) else None
         if entry is None:
-            raise UnsupportedOpError(f"node {node.index}: op {node.op} is not supported by the integer simulator")
+            raise UnsupportedOpError(f"node {node.index}: op {node.op} is not supported by the integer "
+                                     "simulator")
         params.append(entry[0](graph, node))
     return params
 

@@ -87,7 +87,8 @@ def prepare_pad(graph: Graph, node: Node) -> PadParams:
         raise unsupported(graph, node, "needs a paddings tensor")
     pads = const_data(graph, node, pads_t).astype(np.int64)
     if pads.shape != (len(x.shape), 2) or len(x.shape) > 5 or (pads < 0).any():
-        raise unsupported(graph, node, f"paddings '{pads_t.name}' {pads.tolist()} do not fit a rank-{len(x.shape)} (<= 5) input")
+        raise unsupported(graph, node, f"paddings '{pads_t.name}' {pads.tolist()} do not fit a "
+                                       f"rank-{len(x.shape)} (<= 5) input")
     paddings = tuple((int(a), int(b)) for a, b in pads)
     out = tuple(d + a + b for d, (a, b) in zip(x.shape, paddings))
     if out != y.shape:
@@ -96,7 +97,7 @@ def prepare_pad(graph: Graph, node: Node) -> PadParams:
     if cv is not None:
         expect_dtype(graph, node, cv, (x.dtype,))
         if x.dtype == "int8" and quant(graph, node, cv) != quant(graph, node, y):
-            raise unsupported(graph, node, f"constant_values '{cv.name}' must share the output's quantization")
+            raise unsupported(graph, node, f"constant_values '{cv.name}' must have the output's quantization")
         value = int(const_data(graph, node, cv).reshape(-1)[0])
     else:
         value = quant(graph, node, y)[1] if x.dtype == "int8" else 0
@@ -125,13 +126,15 @@ def prepare_concatenation(graph: Graph, node: Node) -> ConcatenationParams:
     for x in xs:
         expect_dtype(graph, node, x, (y.dtype,))
         if y.dtype == "int8" and quant(graph, node, x) != quant(graph, node, y):
-            raise unsupported(graph, node, f"input '{x.name}' has a different scale or zero point than the output")
+            raise unsupported(graph, node, f"input '{x.name}' has another scale or zero point than "
+                                           "the output")
         if y.dtype == "int16" and (quant(graph, node, x)[1], quant(graph, node, y)[1]) != (0, 0):
             raise unsupported(graph, node, "int16 CONCATENATION needs zero points 0")
     shapes = [x.shape for x in xs]
     if any(len(s) != rank or s[:axis] + s[axis + 1:] != y.shape[:axis] + y.shape[axis + 1:] for s in shapes) \
             or sum(s[axis] for s in shapes) != y.shape[axis]:
-        raise unsupported(graph, node, f"input shapes {[list(s) for s in shapes]} do not concatenate to {list(y.shape)}")
+        raise unsupported(graph, node, f"input shapes {[list(s) for s in shapes]} do not concatenate "
+                                       f"to {list(y.shape)}")
     return ConcatenationParams(y.shape, axis)
 
 
@@ -153,7 +156,8 @@ def prepare_mean(graph: Graph, node: Node) -> MeanParams:
     axes = tuple(sorted({int(a) % rank for a in raw}))
     kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
     if int(np.prod(kept)) != y.size:
-        raise unsupported(graph, node, f"output shape {list(y.shape)} does not match reducing {list(x.shape)} over {list(axes)}")
+        raise unsupported(graph, node, f"output shape {list(y.shape)} does not match reducing "
+                                       f"{list(x.shape)} over {list(axes)}")
     count = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
     if count == 0:
         raise unsupported(graph, node, "reduces over an empty axis")

@@ -51,7 +51,9 @@ def _prepare_pool(graph: Graph, node: Node) -> PoolParams:
     if y.shape != (n, oh, ow, c):
         raise unsupported(graph, node, f"output shape {list(y.shape)} differs from computed {[n, oh, ow, c]}")
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
-    return PoolParams(x.shape, y.shape, a["filter_h"], a["filter_w"], a["stride_h"], a["stride_w"], pt, pl, lo, hi)
+    return PoolParams(
+        x.shape, y.shape, a["filter_h"], a["filter_w"], a["stride_h"], a["stride_w"], pt, pl, lo, hi,
+    )
 
 
 def prepare_average_pool2d(graph: Graph, node: Node) -> PoolParams:
