@@ -22,7 +22,7 @@ import numpy as np
 from mcuq.errors import CalibrationError, ModelError, UnsupportedOpError
 from mcuq.fixedpoint import quantize_real, round_half_away, round_half_away_array
 from mcuq.ir import NO_TENSOR, Graph, Node, Op, Quant, Tensor
-from mcuq.simulate import run_integer
+from mcuq.simulate import prepare_graph, run_integer
 from mcuq.simulate.floating import dequantize, real_constant, run_float
 
 BIAS_LIMIT = 1 << 30  # |int32 bias| bound: leaves the accumulator room for 33k int8 products
@@ -151,11 +151,24 @@ def quantize(
         warn(f"mcuq: WARNING: no calibration data for {graph.name}: calibrating on {how}; "
              "activation ranges will not match real inputs")
     else:
-        samples, how = _check_calibration(fg, calib), "user calibration data"
+        samples, how = _check_calibration(fg, calib, "calibration data"), "user calibration data"
     lo, hi, float_outs = _observe(fg, samples, progress)
     qg = _integer_graph(fg, lo, hi, rules, weights)
     report = _agreement(fg, qg, samples, float_outs, Scheme(scheme), how, progress)
     return QuantResult(qg, report)
+
+
+def evaluate(graph: Graph, qgraph: Graph, data: Sequence[np.ndarray], label: str = "evaluation data",
+             scheme: Scheme | str = Scheme.TFLITE, progress: Progress | None = None) -> QuantReport:
+    """Agreement of an integer graph with the float ``graph`` it came from, on other data.
+
+    ``data`` has the layout of calibration data; ``qgraph`` needs int8 inputs and outputs
+    (a graph from quantize, or an int8 model of the same network).
+    """
+    fg = _float_graph(graph)
+    samples = _check_calibration(fg, data, "evaluation data")
+    float_outs = [run_float(fg, [a[s] for a in samples]) for s in range(samples[0].shape[0])]
+    return _agreement(fg, qgraph, samples, float_outs, Scheme(scheme), label, progress)
 
 
 def _scheme_rules(scheme: Scheme | str) -> _Rules:
@@ -241,11 +254,11 @@ def _check_quantizable(fg: Graph) -> set[int]:
 
 # --- calibration data --------------------------------------------------------------------------
 
-def _check_calibration(graph: Graph, calib: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Calibration arrays as [N, *input shape] float32, or a CalibrationError naming the input."""
+def _check_calibration(graph: Graph, calib: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    """Sample arrays as [N, *input shape] float32, or a CalibrationError naming the input."""
     if isinstance(calib, np.ndarray) or len(calib) != len(graph.inputs):
         got = "a single array" if isinstance(calib, np.ndarray) else str(len(calib))
-        raise CalibrationError(f"{graph.name}: calibration data needs one array per graph input "
+        raise CalibrationError(f"{graph.name}: {what} needs one array per graph input "
                                f"({len(graph.inputs)}), got {got}")
     out = []
     for t, a in zip(graph.input_tensors(), calib):
@@ -254,21 +267,21 @@ def _check_calibration(graph: Graph, calib: Sequence[np.ndarray]) -> list[np.nda
         accepted = [shape] + ([shape[1:]] if shape and shape[0] == 1 else [])
         expected = " or ".join(f"[N, {', '.join(map(str, s))}]" for s in accepted)
         if a.ndim == 0 or a.shape[1:] not in accepted:
-            raise CalibrationError(f"calibration data for input '{t.name}': expected shape {expected}, "
+            raise CalibrationError(f"{what} for input '{t.name}': expected shape {expected}, "
                                    f"got {list(a.shape)}")
         if a.dtype.kind not in "fiu":
-            raise CalibrationError(f"calibration data for input '{t.name}': expected float or integer "
+            raise CalibrationError(f"{what} for input '{t.name}': expected float or integer "
                                    f"values, got {a.dtype}")
         if a.shape[0] < MIN_CALIB_SAMPLES:
-            raise CalibrationError(f"calibration data for input '{t.name}': {a.shape[0]} samples, "
+            raise CalibrationError(f"{what} for input '{t.name}': {a.shape[0]} samples, "
                                    f"need at least {MIN_CALIB_SAMPLES}")
         a = a.astype(np.float32).reshape((a.shape[0], *shape))
         if not np.isfinite(a).all():
-            raise CalibrationError(f"calibration data for input '{t.name}' holds NaN or infinite values")
+            raise CalibrationError(f"{what} for input '{t.name}' holds NaN or infinite values")
         out.append(a)
     counts = [a.shape[0] for a in out]
     if len(set(counts)) > 1:
-        raise CalibrationError(f"{graph.name}: calibration inputs hold different sample counts {counts}")
+        raise CalibrationError(f"{graph.name}: {what} inputs hold different sample counts {counts}")
     return out
 
 
@@ -457,10 +470,11 @@ def _agreement(fg: Graph, qg: Graph, samples: list[np.ndarray], float_outs: list
     signal, noise, max_err = np.zeros(k), np.zeros(k), np.zeros(k)
     agree, rows = np.zeros(k), np.zeros(k)
     classify = [_is_classification(fg, i) for i in fg.outputs]
+    params = prepare_graph(qg)
     for s in range(n):
         xs = [quantize_real(a[s], t.quant.scale[0], t.quant.zero_point[0], "int8")
               for a, t in zip(samples, qg.input_tensors())]
-        ys = run_integer(qg, xs)
+        ys = run_integer(qg, xs, params=params)
         for o, (f, q, t) in enumerate(zip(float_outs[s], ys, qg.output_tensors())):
             f = f.astype(np.float64)
             d = dequantize(np.asarray(q), t.quant).astype(np.float64)

@@ -17,7 +17,7 @@ import pytest
 from mcuq.errors import CalibrationError, ModelError, UnsupportedOpError
 from mcuq.fixedpoint import quantize_real
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
-from mcuq.quant import MIN_CALIB_SAMPLES, QuantResult, Scheme, quantize
+from mcuq.quant import MIN_CALIB_SAMPLES, QuantResult, Scheme, evaluate, quantize
 from mcuq.reader import read_model
 from mcuq.simulate import run_integer
 from mcuq.writer import write_model
@@ -157,6 +157,16 @@ def test_report_json_and_table() -> None:
     assert o["sqnr_db"] == pytest.approx(r.report.outputs[0].sqnr_db) and 0 <= o["top1_agreement_pct"] <= 100
     table = r.report.format()
     assert r.graph.output_tensors()[0].name[:28] in table and "SQNR dB" in table and "%" in table
+
+
+def test_evaluate_reproduces_the_report_and_measures_other_data() -> None:
+    g, calib, r = shared_result("tflite-micro/hello_world_float")
+    same = evaluate(g, r.graph, calib, label="again")
+    assert same.outputs == r.report.outputs and same.calibration == "again"
+    other = evaluate(g, r.graph, calibration(g, 0.0, 6.2832, n=8, seed=5))
+    assert other.samples == 8 and other.outputs[0].sqnr_db > SHARED["tflite-micro/hello_world_float"][1] - 6
+    with pytest.raises(CalibrationError, match=r"evaluation data for input .* got \[12, 1, 1, 1\]"):
+        evaluate(g, r.graph, [calib[0][:, :, None]])
 
 
 # --- a synthetic float model with every op kind and a DEQUANTIZE'd int8 weight ----------------------
