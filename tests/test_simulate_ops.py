@@ -303,7 +303,7 @@ def test_unsupported_variants_name_node_op_and_tensor() -> None:
     with pytest.raises(UnsupportedOpError, match=r"^node 0 DEPTHWISE_CONV_2D .*needs an int64 bias$"):
         prepare_graph(depthwise_case("int16", bias=None)(Builder(0)))
     svdf = Graph(g.tensors, (Node(0, "SVDF", g.nodes[0].inputs, g.nodes[0].outputs),), g.inputs, g.outputs)
-    with pytest.raises(UnsupportedOpError, match=r"^node 0: op SVDF is not supported"):
+    with pytest.raises(UnsupportedOpError, match=r"^node 0 SVDF \(output 't3'\): the integer simulator has no kernel"):
         prepare_graph(svdf)
 
 

@@ -11,8 +11,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mcuq.errors import CalibrationError, UnsupportedOpError
+from mcuq.errors import CalibrationError
 from mcuq.ir import NO_TENSOR, Graph, Node, Op
+from mcuq.simulate.common import unsupported
 from mcuq.simulate.conv import (
     conv2d, depthwise_conv2d, fully_connected, prepare_conv2d, prepare_depthwise_conv2d,
     prepare_fully_connected,
@@ -55,8 +56,7 @@ def prepare_graph(graph: Graph) -> list[Any]:
     for node in graph.nodes:
         entry = KERNELS.get(node.op) if isinstance(node.op, Op) else None
         if entry is None:
-            raise UnsupportedOpError(f"node {node.index}: op {node.op} is not supported by the integer "
-                                     "simulator")
+            raise unsupported(graph, node, "the integer simulator has no kernel for this op")
         params.append(entry[0](graph, node))
     return params
 
