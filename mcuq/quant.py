@@ -78,7 +78,7 @@ _RULES: dict[Scheme, _Rules] = {Scheme.TFLITE: _TfliteRules()}
 
 @dataclass(frozen=True)
 class OutputAgreement:
-    """How well one integer output reproduces the float one over the calibration set."""
+    """How well one integer output reproduces the float one over a set of samples."""
 
     name: str
     sqnr_db: float  # 10 log10(sum f^2 / sum (f - dequant(q))^2); inf when equal
@@ -88,7 +88,7 @@ class OutputAgreement:
 
 @dataclass(frozen=True)
 class QuantReport:
-    """Float vs integer agreement of a quantized model, measured on its calibration set."""
+    """Float vs integer agreement of a quantized model on a sample set (quantize: its calibration set)."""
 
     model: str
     scheme: Scheme
@@ -148,7 +148,7 @@ def quantize(
     weights = _check_quantizable(fg)
     if calib is None:
         samples, how = _default_samples(fg)
-        warn(f"mcuq: WARNING: no calibration data for {graph.name}: calibrating on {how}; "
+        warn(f"no calibration data for {graph.name}: calibrating on {how}; "
              "activation ranges will not match real inputs")
     else:
         samples, how = _check_calibration(fg, calib, "calibration data"), "user calibration data"
@@ -165,6 +165,10 @@ def evaluate(graph: Graph, qgraph: Graph, data: Sequence[np.ndarray], label: str
     ``data`` has the layout of calibration data; ``qgraph`` needs int8 inputs and outputs
     (a graph from quantize, or an int8 model of the same network).
     """
+    for t in qgraph.input_tensors() + qgraph.output_tensors():
+        if t.dtype != "int8" or t.quant is None:
+            raise ModelError(f"{qgraph.name}: evaluate needs int8 graph inputs and outputs, "
+                             f"'{t.name}' is {t.dtype}")
     fg = _float_graph(graph)
     samples = _check_calibration(fg, data, "evaluation data")
     float_outs = [run_float(fg, [a[s] for a in samples]) for s in range(samples[0].shape[0])]

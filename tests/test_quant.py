@@ -167,6 +167,8 @@ def test_evaluate_reproduces_the_report_and_measures_other_data() -> None:
     assert other.samples == 8 and other.outputs[0].sqnr_db > SHARED["tflite-micro/hello_world_float"][1] - 6
     with pytest.raises(CalibrationError, match=r"evaluation data for input .* got \[12, 1, 1, 1\]"):
         evaluate(g, r.graph, [calib[0][:, :, None]])
+    with pytest.raises(ModelError, match="evaluate needs int8 graph inputs and outputs"):
+        evaluate(g, g, calib)
 
 
 # --- a synthetic float model with every op kind and a DEQUANTIZE'd int8 weight ----------------------
@@ -286,9 +288,21 @@ def test_default_calibration_warns_once_and_is_deterministic() -> None:
     a = quantize(g, None, warn=said.append)
     b = quantize(g, None, warn=said.append)
     assert len(said) == 2 and said[0] == said[1] and "\n" not in said[0]
-    assert "WARNING" in said[0] and "no calibration data" in said[0] and "[-1, 1]" in said[0]
+    assert said[0].startswith("no calibration data for zoo: calibrating on 32 seeded uniform random")
+    assert "[-1, 1]" in said[0] and "will not match real inputs" in said[0]
     assert a.report.samples == 32 and "seeded uniform random" in a.report.calibration
     assert [t.quant for t in a.graph.tensors] == [t.quant for t in b.graph.tensors]
+
+
+def test_progress_reports_both_passes() -> None:
+    calls: list[tuple[str, int, int]] = []
+    quantize(two_input_graph(), ok_calib(5), progress=lambda *a: calls.append(a))
+    assert calls == [("calibrate", k, 5) for k in range(1, 6)] + [("compare", k, 5) for k in range(1, 6)]
+
+
+def test_default_warning_goes_to_python_warnings() -> None:
+    with pytest.warns(UserWarning, match="no calibration data for add2"):
+        quantize(two_input_graph(), None)
 
 
 def test_default_calibration_uses_a_declared_input_range() -> None:
