@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SHARED_MODELS as SHARED
+from conftest import TflmOracle, model_path, random_inputs
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
+from mcuq.reader import read_model
 from mcuq.writer import write_model
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "models"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared models not found at {SHARED}")
 
 
@@ -74,8 +75,27 @@ def test_inspect_names_unsupported_ops_and_hybrid_kind():
     assert kws.returncode == 0 and "2,656,768" in kws.stdout
 
 
+@pytest.mark.parametrize("name", ["mlperf-tiny/kws_ref_model.tflite", "tflite-micro/simple_add_model.tflite",
+                                  "mlperf-tiny/model_ToyCar_quant_fullint.tflite"])
+def test_sim_command_equals_tflite_micro_on_every_tensor(name, tmp_path):
+    path = model_path(name)
+    graph = read_model(path)
+    samples = [random_inputs(graph, seed) for seed in range(20)]
+    np.savez(tmp_path / "in.npz", **{f"in{k}": np.stack([s[k] for s in samples])
+                                     for k in range(len(graph.inputs))})
+    r = mcuq("sim", path, "--inputs", tmp_path / "in.npz", "--out", tmp_path / "out.npz", "--all-tensors")
+    assert r.returncode == 0, r.stderr
+    out = np.load(tmp_path / "out.npz")
+    oracle = TflmOracle(path, graph)
+    for s, xs in enumerate(samples):
+        want = oracle.run(xs)
+        for k, t in enumerate(graph.outputs):
+            assert np.array_equal(out[f"out{k}"][s], want[t])
+        for t in graph.activation_tensors():
+            assert np.array_equal(out[f"t{t.index}"][s], want[t.index]), (s, t.name)
+
+
 def test_sim_writes_outputs_equal_to_the_python_simulator(fc_file, tmp_path):
-    from mcuq.reader import read_model
     from mcuq.simulate import run_integer
 
     rng = np.random.default_rng(1)

@@ -6,18 +6,15 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from conftest import model_path
 from mcuq import pipeline
 from mcuq.ir import NO_TENSOR, Op
 from mcuq.quant import Scheme
 from mcuq.simulate import prepare_graph
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "models"
 MODELS = ["mlperf-tiny/ad01_int8.tflite", "mlperf-tiny/kws_ref_model.tflite",
           "mlperf-tiny/pretrainedResnet_quant.tflite", "mlperf-tiny/model_ToyCar_quant_fullint.tflite",
           "tflite-micro/simple_add_model.tflite", "tflite-micro/hello_world_int8.tflite"]
@@ -56,10 +53,9 @@ def read_array(address: int, dtype: str, count: int) -> np.ndarray:
     return np.ctypeslib.as_array(buf).copy()
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared models not found at {SHARED}")
 @pytest.mark.parametrize("name", MODELS)
 def test_packed_c_holds_the_simulator_params(name, tmp_path):
-    packed = pipeline.pack(SHARED / name, "qemu-m7", tmp_path / "out", None, Scheme.TFLITE, warn=print)
+    packed = pipeline.pack(model_path(name), "qemu-m7", tmp_path / "out", None, Scheme.TFLITE, warn=print)
     graph = packed.integer.graph
     src = tmp_path / "out" / "src"
     lib = tmp_path / "model.so"
