@@ -9,7 +9,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mcuq"
 
 # Stages in flow order; a module may import only from stages listed before its own.
 ORDER = ["__init__", "errors", "ir", "fixedpoint", "reader", "writer", "graphfile", "summary", "boards",
-         "simulate", "quant", "plan", "pack", "pipeline", "cli", "__main__"]
+         "simulate", "quant", "plan", "pack", "hostsim", "build", "flash", "link", "verify", "pipeline", "cli",
+         "__main__"]
 
 
 def stage_of(path: Path) -> str:
