@@ -116,21 +116,15 @@ def inspect(model: str, as_json: bool) -> None:
 def sim(model: str, inputs_path: str, out_path: str, all_tensors: bool, calib: str | None, scheme: str) -> None:
     """Run the integer host simulator on a .tflite or a pack output directory."""
     graph = pipeline.load_for_sim(model, calib, Scheme(scheme), _warn)
-    inputs = pipeline.load_arrays(inputs_path, graph, "inputs", batched=False)
-    results = pipeline.simulate(graph, inputs, all_tensors)
-    single = all(a.shape[0] == 1 for a in inputs) and not _has_sample_axis(inputs_path, graph)
-    if single:
+    samples = pipeline.load_arrays(inputs_path, graph, "inputs")
+    results = pipeline.simulate(graph, samples.arrays, all_tensors)
+    if not samples.stacked:
         results = {k: v[0] for k, v in results.items()}
     out = Path(out_path)
     tmp = out.with_name(f".{out.name}.tmp.npz")
     np.savez(tmp, **results)
     tmp.replace(out)
     click.echo(f"wrote {out}: {', '.join(f'{k} {list(v.shape)}' for k, v in results.items() if k.startswith('out'))}")
-
-
-def _has_sample_axis(path: str, graph) -> bool:
-    with np.load(path) as npz:
-        return npz["in0"].ndim == len(graph.input_tensors()[0].shape) + 1
 
 
 @main.command()

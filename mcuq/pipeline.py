@@ -104,11 +104,20 @@ def require_runnable(model: Model) -> None:
                                      f"mcuq runs {', '.join(op.value for op in Op)}")
 
 
-def load_arrays(path: str | Path, graph: Graph, what: str, batched: bool) -> list[np.ndarray]:
+@dataclass(frozen=True)
+class Samples:
+    """Arrays per graph input, each [N, *input shape]; ``stacked`` is False when the file held
+    one sample without a sample axis (so results are written back without one)."""
+
+    arrays: list[np.ndarray]
+    stacked: bool
+
+
+def load_arrays(path: str | Path, graph: Graph, what: str) -> Samples:
     """Arrays in0, in1, ... of an .npz, one per graph input, checked against the input shapes.
 
-    With ``batched`` every array has a leading sample axis; otherwise a single sample may also
-    be given without one.
+    Each is [N, *shape] (N samples), [N, *shape[1:]] where the batch is 1, or a single sample
+    of the input's own shape.
     """
     try:
         with np.load(path) as npz:
@@ -117,7 +126,7 @@ def load_arrays(path: str | Path, graph: Graph, what: str, batched: bool) -> lis
         raise CalibrationError(f"{path}: no such file") from None
     except Exception as e:  # np.load raises many types on a bad file
         raise CalibrationError(f"{path}: not a readable .npz ({type(e).__name__})") from None
-    out = []
+    out, stacked = [], True
     for i, t in enumerate(graph.input_tensors()):
         key = f"in{i}"
         if key not in arrays:
@@ -125,19 +134,17 @@ def load_arrays(path: str | Path, graph: Graph, what: str, batched: bool) -> lis
                                    f"(found {', '.join(sorted(arrays)) or 'none'})")
         a = arrays[key]
         sample = tuple(t.shape)
-        if not batched and a.shape == sample:
-            a = a[None]
-        if a.ndim == len(sample) + 1 and a.shape[1:] == sample:
-            pass
+        if a.shape == sample:
+            a, stacked = a[None], False
         elif sample and sample[0] == 1 and a.ndim == len(sample) and a.shape[1:] == sample[1:]:
-            a = a[:, None]  # samples stacked along the batch axis
-        else:
+            a = a[:, None]  # N samples stacked along a batch axis of 1
+        elif not (a.ndim == len(sample) + 1 and a.shape[1:] == sample):
             raise CalibrationError(f"{path}: '{key}' has shape {list(a.shape)}, input '{t.name}' needs "
-                                   f"[N, {', '.join(map(str, sample))}]")
+                                   f"[{', '.join(map(str, sample))}] or [N, {', '.join(map(str, sample))}]")
         if a.shape[0] == 0:
             raise CalibrationError(f"{path}: '{key}' holds no samples")
         out.append(a)
-    return out
+    return Samples(out, stacked)
 
 
 def to_integer(model: Model, calib: Sequence[np.ndarray] | None, scheme: Scheme, warn: Warn) -> IntegerModel:
@@ -165,7 +172,7 @@ def pack(model_path: str | Path, board_name: str, out_dir: str | Path, calib_pat
     """Quantize if needed, prepare kernel params, plan the arena, check the fit, write DIR."""
     board = load_board(board_name)
     model = load(model_path)
-    calib = load_arrays(calib_path, model.graph, "calibration data", batched=True) if calib_path else None
+    calib = load_arrays(calib_path, model.graph, "calibration data").arrays if calib_path else None
     integer = to_integer(model, calib, scheme, warn)
     params = prepare_graph(integer.graph)
     plan = plan_arena(integer.graph)
@@ -206,7 +213,7 @@ def load_for_sim(model_path: str | Path, calib_path: str | Path | None, scheme: 
             raise ModelError(f"{path}: not an mcuq pack output (no manifest.json)")
         return load_graph(path / "graph")
     model = load(path)
-    calib = load_arrays(calib_path, model.graph, "calibration data", batched=True) if calib_path else None
+    calib = load_arrays(calib_path, model.graph, "calibration data").arrays if calib_path else None
     return to_integer(model, calib, scheme, warn).graph
 
 
