@@ -6,7 +6,6 @@ line too (set MCUQ_DEBUG=1 for the traceback).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -18,7 +17,6 @@ import numpy as np
 from mcuq import __version__, pipeline
 from mcuq.boards import DEFAULT_BOARD, all_boards
 from mcuq.errors import McuqError
-from mcuq.plan import plan_arena
 from mcuq.quant import Scheme
 
 EXIT_ERROR = 2
@@ -65,21 +63,12 @@ _calib_option = click.option("--calib", type=click.Path(dir_okay=False), default
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(model: str, as_json: bool) -> None:
     """Per-layer ops, shapes, MACs and bytes; quantization kind; arena; boards it fits."""
-    m = pipeline.load(model)
-    graph = m.graph
-    estimated = m.summary.kind != pipeline.QuantKind.FULL_INTEGER
-    if estimated:  # plan the int8 version of a float model: activations shrink 4x
-        graph = dataclasses.replace(graph, tensors=tuple(
-            dataclasses.replace(t, dtype="int8") if (t.dtype == "float32" and not t.is_const) else t
-            for t in graph.tensors))
-    plan = plan_arena(graph)
-    fp = pipeline.Footprint(plan.size, m.summary.weight_bytes // (4 if estimated and
-                                                                     m.summary.kind == pipeline.QuantKind.FLOAT else 1))
-    fits = {b.name: fp.misfit(b) for b in all_boards()}
-    s = m.summary
+    info = pipeline.inspect(model)
+    m, s, fits = info.model, info.model.summary, info.misfits
     if as_json:
         d = s.to_dict()
-        d.update(file=str(m.path), sha256=m.sha256, arena_bytes=plan.size, arena_estimated=estimated,
+        d.update(file=str(m.path), sha256=m.sha256, arena_bytes=info.footprint.arena_bytes,
+                 const_bytes=info.footprint.const_bytes, estimated=info.estimated,
                  fits=[b for b, why in fits.items() if why is None],
                  does_not_fit={b: why for b, why in fits.items() if why})
         click.echo(json.dumps(d, indent=1))
@@ -96,8 +85,8 @@ def inspect(model: str, as_json: bool) -> None:
     click.echo(f"{'':>3}  {'total':<20} {'':<18} {'':<16} {s.macs:>11,} {s.weight_bytes:>10,} "
                f"{s.activation_bytes:>9,}")
     click.echo(f"unsupported  {', '.join(s.unsupported_ops) or 'none'}")
-    note = " (int8 estimate after quantization)" if estimated else ""
-    click.echo(f"arena        {plan.size:,} bytes planned{note}")
+    note = " (int8 estimate after quantization)" if info.estimated else ""
+    click.echo(f"arena        {info.footprint.arena_bytes:,} bytes planned{note}")
     ok = [b for b, why in fits.items() if why is None]
     click.echo(f"fits         {', '.join(ok) or 'no board'}")
     for b, why in fits.items():

@@ -5,6 +5,7 @@ Each step returns a typed value the next one takes; the CLI is a thin layer over
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,8 +164,32 @@ def footprint(graph: Graph, plan: ArenaPlan) -> Footprint:
     return Footprint(plan.size, const)
 
 
-def fitting_boards(fp: Footprint) -> list[str]:
-    return [b.name for b in all_boards() if fp.misfit(b) is None]
+@dataclass(frozen=True)
+class Inspection:
+    """What `mcuq inspect` reports: the summary, the planned arena, and the fit per board."""
+
+    model: Model
+    footprint: Footprint
+    estimated: bool  # figures are for the int8 version of a float or hybrid model
+    misfits: dict[str, str | None]  # board name -> why it does not fit, None when it fits
+
+
+def int8_estimate(graph: Graph) -> Graph:
+    """The graph as quantization would type it: float activations and weights int8, biases int32."""
+    biases = {n.inputs[2] for n in graph.nodes
+              if n.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.FULLY_CONNECTED) and len(n.inputs) > 2}
+    return dataclasses.replace(graph, tensors=tuple(
+        dataclasses.replace(t, dtype="int32" if t.index in biases else "int8") if t.dtype == "float32" else t
+        for t in graph.tensors))
+
+
+def inspect(path: str | Path) -> Inspection:
+    """Read a model and plan its integer version against every board."""
+    model = load(path)
+    estimated = model.summary.kind != QuantKind.FULL_INTEGER
+    graph = int8_estimate(model.graph) if estimated else model.graph
+    fp = footprint(graph, plan_arena(graph))
+    return Inspection(model, fp, estimated, {b.name: fp.misfit(b) for b in all_boards()})
 
 
 def pack(model_path: str | Path, board_name: str, out_dir: str | Path, calib_path: str | Path | None,
