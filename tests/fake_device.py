@@ -90,6 +90,7 @@ class FakeFirmware:
         io = {(int(n), kind): [int(v) for v in vals.split(",")] for n, kind, vals in _NODE_IO.findall(source)}
         self.nodes = [(Op[op], io[int(n), "in"], io[int(n), "out"]) for op, n in _NODE_ROW.findall(source)]
         self.inputs = self._io(source, "mcuq_inputs")
+        self.run_inputs: list[tuple[bytes, ...]] = []  # input bytes at the start of each RUN
         self.outputs = self._io(source, "mcuq_outputs")
         self.boot()
 
@@ -184,6 +185,7 @@ class FakeFirmware:
         if last >= len(self.nodes) or last < -1:
             raise _BadArgument(f"no node {last}")
         stop = len(self.nodes) if last < 0 else last + 1
+        self.run_inputs.append(tuple(self._bytes(slot) for slot, _, _ in self.inputs))
         self.profile = [0] * len(self.nodes)
         for k, (op, ins, outs) in enumerate(self.nodes[:stop]):
             args = [None if i < 0 else self._array(i) for i in ins]
