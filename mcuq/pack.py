@@ -1,9 +1,11 @@
 """Emit a packed model as C sources: const tensors, one const params struct per node, the node
 table over the planned arena, I/O descriptors; plus a manifest and the graph for `mcuq sim`.
 
-Parameter structs are derived field for field from the simulator's Params dataclasses, so the
-firmware kernels read exactly the integers the host simulator used: ints become int32_t, tuples
-and arrays become pointers to const arrays, floats (host-side I/O conversion only) stay float.
+Each node's parameters are the simulator's Params dataclass, written field for field as a
+designated initializer of the matching hand-written struct in firmware/include/mcuq_kernels.h
+(ConvParams -> mcuq_conv_params_t), so the firmware kernels read exactly the integers the host
+simulator used: ints become int32_t, tuples and arrays pointers to const arrays, floats (I/O
+conversion only) float. Host-only fields (the simulator's exact output shapes) are left out.
 The output directory is written to a temporary sibling and renamed into place.
 """
 
@@ -23,7 +25,7 @@ import numpy as np
 from mcuq import __version__
 from mcuq.errors import McuqError, ModelError
 from mcuq.graphfile import save_graph
-from mcuq.ir import NO_TENSOR, Graph, Op
+from mcuq.ir import NO_TENSOR, Graph, Node, Op
 from mcuq.plan import ArenaPlan
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -41,22 +43,25 @@ class PackedSources:
 
 
 def _c_name(params_type: type) -> str:
+    """ConvParams -> mcuq_conv_params_t: the struct name in mcuq_kernels.h."""
     base = params_type.__name__.removesuffix("Params")
     return "mcuq_" + re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower() + "_params_t"
 
 
-def _field_ctype(value: Any) -> str:
-    if isinstance(value, (bool, int, np.integer)):
-        return "int32_t"
-    if isinstance(value, (float, np.floating)):
-        return "float"
-    if isinstance(value, tuple):
-        return "const int32_t *"
-    if isinstance(value, np.ndarray):
-        return f"const {_C_DTYPES[value.dtype.name][0]} *"
-    if value is None:
-        return "const void *"
-    raise McuqError(f"internal: cannot pack parameter value of type {type(value).__name__}")
+def c_fields(params: Any) -> list[dataclasses.Field]:
+    """The Params fields the C struct holds, in order (host-only ones left out)."""
+    return [f for f in dataclasses.fields(params) if not f.metadata.get("host_only")]
+
+
+def _check_shifts(node: Node, params: Any) -> None:
+    """Every requantize shift is within [-31, 30], the range mcuq_requantize() is defined for."""
+    for f in c_fields(params):
+        if f.name == "shift" or (f.name.endswith("_shift") and not f.name.endswith("left_shift")):
+            values = np.atleast_1d(np.asarray(getattr(params, f.name), np.int64))
+            bad = values[(values < -31) | (values > 30)]
+            if bad.size:
+                raise ModelError(f"node {node.index} {node.op}: {f.name} {int(bad[0])} is outside [-31, 30] "
+                                 "(a requantization the firmware cannot apply)")
 
 
 def _fmt_array(values: np.ndarray, per_line: int = 16) -> str:
@@ -86,17 +91,6 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
     for t in graph.tensors:
         if len(t.shape) > MAX_RANK and (t.index in plan.offsets or t.is_const):
             raise ModelError(f"tensor '{t.name}' has rank {len(t.shape)}; the firmware supports up to {MAX_RANK}")
-    struct_fields: dict[type, list[tuple[str, str]]] = {}
-    for p in params:
-        fields = [(f.name, _field_ctype(getattr(p, f.name))) for f in dataclasses.fields(p)]
-        seen = struct_fields.setdefault(type(p), fields)
-        if seen != fields:
-            raise McuqError(f"internal: {type(p).__name__} fields change C type between nodes")
-    structs = []
-    for ptype, fields in struct_fields.items():
-        body = "\n".join(f"    {ctype}{'' if ctype.endswith('*') else ' '}{name};" for name, ctype in fields)
-        structs.append(f"typedef struct {{\n{body}\n}} {_c_name(ptype)};")
-
     used = sorted({t for n in graph.nodes for t in (*n.inputs, *n.outputs) if t != NO_TENSOR}
                   | set(graph.inputs) | set(graph.outputs))
     slot = {t: i for i, t in enumerate(used)}
@@ -117,19 +111,20 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
 
     param_data, node_io, node_rows = [], [], []
     for node, p in zip(graph.nodes, params):
+        _check_shifts(node, p)
         inits = []
-        for f in dataclasses.fields(p):
+        for f in c_fields(p):
             value = getattr(p, f.name)
             if isinstance(value, (tuple, np.ndarray)):
                 arr = np.asarray(value, np.int32) if isinstance(value, tuple) else value
                 param_data.append(_array_decl(f"mcuq_p{node.index}_{f.name}", arr))
                 inits.append(f".{f.name} = mcuq_p{node.index}_{f.name}")
-            elif value is None:
-                inits.append(f".{f.name} = 0")
             elif isinstance(value, (float, np.floating)):
                 inits.append(f".{f.name} = {float(np.float32(value))!r}f")
+            elif isinstance(value, (bool, int, np.integer)) and -(1 << 31) <= int(value) < (1 << 31):
+                inits.append(f".{f.name} = {int(value) if int(value) > -(1 << 31) else '(-2147483647 - 1)'}")
             else:
-                inits.append(f".{f.name} = {int(value)}")
+                raise McuqError(f"internal: cannot pack {type(p).__name__}.{f.name} = {value!r} as C")
         param_data.append(f"static const {_c_name(type(p))} mcuq_p{node.index} = {{ {', '.join(inits)} }};")
         ins = [slot[t] if t != NO_TENSOR else -1 for t in node.inputs]
         outs = [slot[t] for t in node.outputs]
@@ -151,7 +146,6 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
         num_tensors=len(used), num_nodes=len(graph.nodes), num_inputs=len(graph.inputs),
         num_outputs=len(graph.outputs),
         op_enum=",\n".join(f"    MCUQ_OP_{op.name} = {i}" for i, op in enumerate(Op)),
-        param_structs="\n\n".join(structs),
         const_data="\n\n".join(const_data), param_data="\n".join(param_data),
         tensor_table="\n".join(tensor_rows), node_io="\n".join(node_io), node_table="\n".join(node_rows),
         inputs=io_rows(graph.inputs), outputs=io_rows(graph.outputs),

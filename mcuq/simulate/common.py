@@ -6,6 +6,9 @@ parameters TFLM's reference kernels derive (../shared/TFLM-INTEGER.md sections 3
 
 from __future__ import annotations
 
+from dataclasses import field
+from typing import Any
+
 import numpy as np
 
 from mcuq.errors import UnsupportedOpError
@@ -13,6 +16,18 @@ from mcuq.fixedpoint import round_half_away
 from mcuq.ir import NO_TENSOR, Graph, Node, Tensor
 
 INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+MAX_DIMS = 6  # rank of the fixed-size dims tuples (broadcasting, PAD, MEAN): TFLM's broadcast limit
+HOST_ONLY = {"host_only": True}  # dataclass field metadata: simulator-only, the packer leaves it out
+
+
+def host_only() -> Any:
+    """A Params field the host simulator needs (e.g. the output's exact rank) and C does not."""
+    return field(metadata=HOST_ONLY)
+
+
+def fixed_dims(shape: tuple[int, ...], fill: int = 1) -> tuple[int, ...]:
+    """``shape`` padded in front to MAX_DIMS entries (the C kernels' fixed rank)."""
+    return (fill,) * (MAX_DIMS - len(shape)) + tuple(int(d) for d in shape)
 
 
 def unsupported(graph: Graph, node: Node, what: str) -> UnsupportedOpError:

@@ -15,8 +15,8 @@ import numpy as np
 from mcuq.fixedpoint import mbqm, quantize_multiplier, wrap32
 from mcuq.ir import Graph, Node, Tensor
 from mcuq.simulate.common import (
-    activation_range, expect_dtype, node_input, node_output, output_size_and_padding, quant,
-    unsupported, windows,
+    activation_range, expect_dtype, host_only, node_input, node_output, output_size_and_padding,
+    quant, unsupported, windows,
 )
 
 
@@ -31,17 +31,26 @@ def mbqm64(x, multiplier, shift) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class ConvParams:
-    """Integer parameters of CONV_2D and DEPTHWISE_CONV_2D (NHWC).
+    """Integer parameters of CONV_2D and DEPTHWISE_CONV_2D: input [batches, input_h, input_w,
+    input_c], output [batches, output_h, output_w, output_c] (NHWC).
 
+    Conv filter [output_c, filter_h, filter_w, input_c / groups]; output channel c reads input
+    channels g * input_c / groups ... with g = c / (output_c / groups). Depthwise filter
+    [1, filter_h, filter_w, output_c]; output channel c reads input channel c / depth_multiplier.
     acc[c] = sum w * (x + input_offset) + bias[c] over in-image taps (filter zero point ignored);
     y = clamp(MBQM(acc, multiplier[c], shift[c]) + output_offset, act_min, act_max), with
-    MBQM64 when ``accumulator_bits`` is 64. For depthwise, output channel c reads input
-    channel c // depth_multiplier; for conv, ``groups`` splits channels.
+    MBQM64 when ``accumulator_bits`` is 64.
     """
 
-    input_shape: tuple[int, ...]
-    filter_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
+    batches: int
+    input_h: int
+    input_w: int
+    input_c: int
+    filter_h: int
+    filter_w: int
+    output_h: int
+    output_w: int
+    output_c: int
     stride_h: int
     stride_w: int
     dilation_h: int
@@ -65,14 +74,14 @@ class FullyConnectedParams:
 
     acc[o] = sum (w + filter_offset) * (x + input_offset) + bias[o];
     y = clamp(MBQM(acc, multiplier, shift) + output_offset, act_min, act_max). ``multiplier``
-    and ``shift`` have one entry (per-tensor, filter_offset applied) or one per unit
-    (per-channel, filter_offset 0); MBQM64 when ``accumulator_bits`` is 64.
+    and ``shift`` have one entry per unit when ``per_channel`` (filter_offset 0), else one entry
+    (per-tensor, filter_offset applied); MBQM64 when ``accumulator_bits`` is 64.
     """
 
     batches: int
     depth: int
     units: int
-    output_shape: tuple[int, ...]
+    per_channel: bool
     input_offset: int
     filter_offset: int
     output_offset: int
@@ -81,6 +90,7 @@ class FullyConnectedParams:
     act_min: int
     act_max: int
     accumulator_bits: int
+    output_shape: tuple[int, ...] = host_only()
 
 
 def _filter_io(graph: Graph, node: Node, int16_bias: tuple[str, ...]
@@ -158,8 +168,8 @@ def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
     offsets = (-zp_in, zp_out) if x.dtype == "int8" else (0, 0)  # 16x8 kernels assume zero points 0
     return ConvParams(
-        x.shape, w.shape, y.shape, a["stride_h"], a["stride_w"], a["dilation_h"], a["dilation_w"],
-        pt, pl, groups, dm, offsets[0], offsets[1], m, s, lo, hi, bits,
+        n, h, wd, ic, kh, kw, oh, ow, oc, a["stride_h"], a["stride_w"], a["dilation_h"],
+        a["dilation_w"], pt, pl, groups, dm, offsets[0], offsets[1], m, s, lo, hi, bits,
     )
 
 
@@ -191,8 +201,8 @@ def _bias(inputs: list) -> np.ndarray | None:
 def conv2d(p: ConvParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """CONV_2D: im2col over the offset input (padding reads zero = skipped tap), int64 matmul."""
     x, w = inputs[0], inputs[1]
-    oc, kh, kw, icf = p.filter_shape
-    n, oh, ow, _ = p.output_shape
+    n, oh, ow, oc, kh, kw = p.batches, p.output_h, p.output_w, p.output_c, p.filter_h, p.filter_w
+    icf = p.input_c // p.groups
     win = windows(x.astype(np.int64) + p.input_offset, kh, kw, (p.stride_h, p.stride_w),
                   (p.dilation_h, p.dilation_w), (p.pad_top, p.pad_left), (oh, ow), 0)
     ocg = oc // p.groups
@@ -200,14 +210,13 @@ def conv2d(p: ConvParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     for g in range(p.groups):
         cols = win[..., g * icf:(g + 1) * icf].reshape(n * oh * ow, kh * kw * icf)
         acc[:, g * ocg:(g + 1) * ocg] = cols @ w[g * ocg:(g + 1) * ocg].reshape(ocg, -1).astype(np.int64).T
-    return _rescale(p, acc, _bias(inputs), x.dtype).reshape(p.output_shape)
+    return _rescale(p, acc, _bias(inputs), x.dtype).reshape(n, oh, ow, oc)
 
 
 def depthwise_conv2d(p: ConvParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """DEPTHWISE_CONV_2D: per-tap multiply-accumulate over the channel-repeated input."""
     x, w = inputs[0], inputs[1]
-    _, kh, kw, oc = p.filter_shape
-    n, oh, ow, _ = p.output_shape
+    n, oh, ow, oc, kh, kw = p.batches, p.output_h, p.output_w, p.output_c, p.filter_h, p.filter_w
     xr = x.astype(np.int64) + p.input_offset
     if p.depth_multiplier > 1:
         xr = np.repeat(xr, p.depth_multiplier, axis=3)
@@ -252,7 +261,8 @@ def prepare_fully_connected(graph: Graph, node: Node) -> FullyConnectedParams:
         filter_offset = -zp_w
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
     return FullyConnectedParams(
-        batches, depth, units, y.shape, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits,
+        batches, depth, units, w.quant.per_channel, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits,
+        y.shape,
     )
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from mcuq.fixedpoint import mbqm, quantize_multiplier, quantize_real, saturate, wrap32
 from mcuq.ir import Graph, Node
 from mcuq.simulate.common import (
-    INT_BITS, activation_range, expect_dtype, node_input, node_output, quant, unsupported,
+    INT_BITS, activation_range, expect_dtype, fixed_dims, host_only, node_input, node_output, quant,
+    unsupported,
 )
 
 
@@ -21,9 +22,11 @@ from mcuq.simulate.common import (
 class AddParams:
     """ADD: a = MBQM((x1 + input1_offset) << left_shift, input1_multiplier, input1_shift), b alike;
     y = clamp(MBQM(a + b, output_multiplier, output_shift) + output_offset, act_min, act_max).
-    All shifts are <= 0 (right shifts)."""
+    All shifts are <= 0 (right shifts). Inputs broadcast (numpy rules) over their MAX_DIMS-D
+    ``input1_dims`` / ``input2_dims``: along each axis the sizes are equal or one of them is 1."""
 
-    output_shape: tuple[int, ...]
+    input1_dims: tuple[int, ...]
+    input2_dims: tuple[int, ...]
     left_shift: int
     input1_offset: int
     input1_multiplier: int
@@ -36,14 +39,16 @@ class AddParams:
     output_shift: int
     act_min: int
     act_max: int
+    output_shape: tuple[int, ...] = host_only()
 
 
 @dataclass(frozen=True)
 class MulParams:
     """MUL: y = clamp(MBQM((x1 + input1_offset) * (x2 + input2_offset), multiplier, shift)
-    + output_offset, act_min, act_max)."""
+    + output_offset, act_min, act_max), broadcasting as ADD does."""
 
-    output_shape: tuple[int, ...]
+    input1_dims: tuple[int, ...]
+    input2_dims: tuple[int, ...]
     input1_offset: int
     input2_offset: int
     output_offset: int
@@ -51,11 +56,12 @@ class MulParams:
     shift: int
     act_min: int
     act_max: int
+    output_shape: tuple[int, ...] = host_only()
 
 
 @dataclass(frozen=True)
 class QuantizeParams:
-    """QUANTIZE to an ``output_bits`` integer type.
+    """QUANTIZE ``size`` elements to an ``output_bits`` integer type.
 
     Integer input (``scale`` 0): y = clamp(MBQM(x + input_offset, multiplier, shift) + output_offset).
     float32 input: ``scale`` is the output's float32 scale (host-only I/O conversion),
@@ -63,6 +69,7 @@ class QuantizeParams:
     The clamp is to the int``output_bits`` range.
     """
 
+    size: int
     output_bits: int
     input_offset: int
     output_offset: int
@@ -73,8 +80,9 @@ class QuantizeParams:
 
 @dataclass(frozen=True)
 class DequantizeParams:
-    """DEQUANTIZE (host-only I/O conversion): y = float32(scale * (x - zero_point)) in double."""
+    """DEQUANTIZE ``size`` elements (I/O conversion): y = float32(scale * (x - zero_point)) in double."""
 
+    size: int
     scale: float
     zero_point: int
 
@@ -94,7 +102,8 @@ def _binary(graph: Graph, node: Node, dtypes: tuple[str, ...]):
     if shape != y.shape or len(shape) > 6:
         raise unsupported(graph, node, f"output shape {list(y.shape)} is not the (<= 6-D) broadcast "
                                        f"{list(shape)}")
-    return quant(graph, node, x1), quant(graph, node, x2), quant(graph, node, y), y
+    dims = (fixed_dims(x1.shape), fixed_dims(x2.shape))
+    return quant(graph, node, x1), quant(graph, node, x2), quant(graph, node, y), y, dims
 
 
 def _smaller_than_one(graph: Graph, node: Node, m: float, what: str) -> tuple[int, int]:
@@ -106,19 +115,19 @@ def _smaller_than_one(graph: Graph, node: Node, m: float, what: str) -> tuple[in
 
 def prepare_add(graph: Graph, node: Node) -> AddParams:
     """Derive ADD's multipliers in double (TFLM add_common.cc; int8 left shift 20, int16 15)."""
-    (s1, z1), (s2, z2), (so, zo), y = _binary(graph, node, ("int8", "int16"))
+    (s1, z1), (s2, z2), (so, zo), y, dims = _binary(graph, node, ("int8", "int16"))
     left = 20 if y.dtype == "int8" else 15
     twice_max = 2.0 * max(s1, s2)
     m1, e1 = _smaller_than_one(graph, node, s1 / twice_max, "input1")
     m2, e2 = _smaller_than_one(graph, node, s2 / twice_max, "input2")
     mo, eo = _smaller_than_one(graph, node, twice_max / ((1 << left) * so), "output")
     lo, hi = activation_range(graph, node, y.dtype, so, zo)
-    return AddParams(y.shape, left, -z1, m1, e1, -z2, m2, e2, zo, mo, eo, lo, hi)
+    return AddParams(*dims, left, -z1, m1, e1, -z2, m2, e2, zo, mo, eo, lo, hi, y.shape)
 
 
 def add(p: AddParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """ADD with numpy broadcasting."""
-    x1, x2 = inputs[0], inputs[1]
+    x1, x2 = inputs[0].reshape(p.input1_dims), inputs[1].reshape(p.input2_dims)
     a = mbqm((x1.astype(np.int64) + p.input1_offset) << p.left_shift, p.input1_multiplier, p.input1_shift)
     b = mbqm((x2.astype(np.int64) + p.input2_offset) << p.left_shift, p.input2_multiplier, p.input2_shift)
     y = mbqm(wrap32(a + b), p.output_multiplier, p.output_shift) + p.output_offset
@@ -127,17 +136,17 @@ def add(p: AddParams, inputs: list[np.ndarray | None]) -> np.ndarray:
 
 def prepare_mul(graph: Graph, node: Node) -> MulParams:
     """Derive MUL's multiplier s1*s2/s_out (TFLM mul_common.cc); int16 needs zero points 0."""
-    (s1, z1), (s2, z2), (so, zo), y = _binary(graph, node, ("int8", "int16"))
+    (s1, z1), (s2, z2), (so, zo), y, dims = _binary(graph, node, ("int8", "int16"))
     if y.dtype == "int16" and (z1, z2, zo) != (0, 0, 0):
         raise unsupported(graph, node, "int16 MUL needs zero points 0")
     m, s = quantize_multiplier(s1 * s2 / so)
     lo, hi = activation_range(graph, node, y.dtype, so, zo)
-    return MulParams(y.shape, -z1, -z2, zo, m, s, lo, hi)
+    return MulParams(*dims, -z1, -z2, zo, m, s, lo, hi, y.shape)
 
 
 def mul(p: MulParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """MUL with numpy broadcasting."""
-    x1, x2 = inputs[0], inputs[1]
+    x1, x2 = inputs[0].reshape(p.input1_dims), inputs[1].reshape(p.input2_dims)
     prod = (x1.astype(np.int64) + p.input1_offset) * (x2.astype(np.int64) + p.input2_offset)
     y = mbqm(wrap32(prod), p.multiplier, p.shift) + p.output_offset
     return np.clip(y, p.act_min, p.act_max).astype(x1.dtype).reshape(p.output_shape)
@@ -162,10 +171,10 @@ def prepare_quantize(graph: Graph, node: Node) -> QuantizeParams:
         raise unsupported(graph, node, f"output '{y.name}' needs exactly one scale")
     s_out, zp_out = quant(graph, node, y)
     if x.dtype == "float32":
-        return QuantizeParams(INT_BITS[y.dtype], 0, zp_out, 0, 0, s_out)
+        return QuantizeParams(x.size, INT_BITS[y.dtype], 0, zp_out, 0, 0, s_out)
     s_in, zp_in = quant(graph, node, x)
     m, s = quantize_multiplier(s_in / s_out)
-    return QuantizeParams(INT_BITS[y.dtype], -zp_in, zp_out, m, s, 0.0)
+    return QuantizeParams(x.size, INT_BITS[y.dtype], -zp_in, zp_out, m, s, 0.0)
 
 
 def quantize(p: QuantizeParams, inputs: list[np.ndarray | None]) -> np.ndarray:
@@ -186,7 +195,7 @@ def prepare_dequantize(graph: Graph, node: Node) -> DequantizeParams:
     expect_dtype(graph, node, x, ("int8", "int16"))
     expect_dtype(graph, node, y, ("float32",))
     s, zp = quant(graph, node, x)
-    return DequantizeParams(s, zp)
+    return DequantizeParams(x.size, s, zp)
 
 
 def dequantize(p: DequantizeParams, inputs: list[np.ndarray | None]) -> np.ndarray:

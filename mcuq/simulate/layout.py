@@ -12,7 +12,8 @@ import numpy as np
 from mcuq.fixedpoint import mbqm, quantize_multiplier, wrap32
 from mcuq.ir import Graph, Node
 from mcuq.simulate.common import (
-    const_data, expect_dtype, node_input, node_output, quant, type_range, unsupported,
+    MAX_DIMS, const_data, expect_dtype, fixed_dims, host_only, node_input, node_output, quant,
+    type_range, unsupported,
 )
 
 _RAW = ("int8", "int16", "int32")
@@ -20,41 +21,52 @@ _RAW = ("int8", "int16", "int32")
 
 @dataclass(frozen=True)
 class ReshapeParams:
-    """RESHAPE: a byte copy into ``output_shape``."""
+    """RESHAPE: a copy of ``bytes`` bytes (none when input and output share memory)."""
 
-    output_shape: tuple[int, ...]
+    bytes: int
+    output_shape: tuple[int, ...] = host_only()
 
 
 @dataclass(frozen=True)
 class PadParams:
-    """PAD: ``paddings`` holds (before, after) per dimension; new elements get ``pad_value``."""
+    """PAD of the MAX_DIMS-D ``input_dims``: ``pad_before`` / ``pad_after`` new elements per axis,
+    all set to ``pad_value``; input values are copied unchanged."""
 
-    output_shape: tuple[int, ...]
-    paddings: tuple[tuple[int, int], ...]
+    input_dims: tuple[int, ...]
+    pad_before: tuple[int, ...]
+    pad_after: tuple[int, ...]
     pad_value: int
+    output_shape: tuple[int, ...] = host_only()
 
 
 @dataclass(frozen=True)
 class ConcatenationParams:
-    """CONCATENATION: raw copy along ``axis`` (inputs share the output's quantization)."""
+    """CONCATENATION, raw copy: every tensor is read as [outer_size, axis, inner_size]; input k
+    fills output axis positions axis_offsets[k] .. axis_offsets[k + 1] - 1 (``num_inputs`` + 1
+    offsets, the last one the output's axis size)."""
 
-    output_shape: tuple[int, ...]
-    axis: int
+    outer_size: int
+    inner_size: int
+    num_inputs: int
+    axis_offsets: tuple[int, ...]
+    output_shape: tuple[int, ...] = host_only()
 
 
 @dataclass(frozen=True)
 class MeanParams:
-    """MEAN over ``axes``: S = sum of raw values (int32), ``count`` elements each;
+    """MEAN of the MAX_DIMS-D ``input_dims`` over the axes where ``reduce`` is 1, each output
+    summing ``count`` raw values into S (int32);
     y = clamp(MBQM(S + input_offset * count, multiplier, shift) + output_offset) to the type
     range. multiplier/shift already fold 1/count into s_in/s_out (TFLM QuantizedMeanOrSum)."""
 
-    output_shape: tuple[int, ...]
-    axes: tuple[int, ...]
+    input_dims: tuple[int, ...]
+    reduce: tuple[int, ...]
     count: int
     input_offset: int
     output_offset: int
     multiplier: int
     shift: int
+    output_shape: tuple[int, ...] = host_only()
 
 
 def _in_out(graph: Graph, node: Node, dtypes: tuple[str, ...]):
@@ -71,7 +83,7 @@ def prepare_reshape(graph: Graph, node: Node) -> ReshapeParams:
     x, y = _in_out(graph, node, _RAW)
     if x.size != y.size:
         raise unsupported(graph, node, f"cannot reshape {list(x.shape)} into {list(y.shape)}")
-    return ReshapeParams(y.shape)
+    return ReshapeParams(y.nbytes, y.shape)
 
 
 def reshape(p: ReshapeParams, inputs: list[np.ndarray | None]) -> np.ndarray:
@@ -89,8 +101,7 @@ def prepare_pad(graph: Graph, node: Node) -> PadParams:
     if pads.shape != (len(x.shape), 2) or len(x.shape) > 5 or (pads < 0).any():
         raise unsupported(graph, node, f"paddings '{pads_t.name}' {pads.tolist()} do not fit a "
                                        f"rank-{len(x.shape)} (<= 5) input")
-    paddings = tuple((int(a), int(b)) for a, b in pads)
-    out = tuple(d + a + b for d, (a, b) in zip(x.shape, paddings))
+    out = tuple(int(d + a + b) for d, (a, b) in zip(x.shape, pads))
     if out != y.shape:
         raise unsupported(graph, node, f"output shape {list(y.shape)} differs from computed {list(out)}")
     cv = node_input(graph, node, 2)
@@ -101,12 +112,15 @@ def prepare_pad(graph: Graph, node: Node) -> PadParams:
         value = int(const_data(graph, node, cv).reshape(-1)[0])
     else:
         value = quant(graph, node, y)[1] if x.dtype == "int8" else 0
-    return PadParams(y.shape, paddings, value)
+    before, after = fixed_dims(pads[:, 0], 0), fixed_dims(pads[:, 1], 0)
+    return PadParams(fixed_dims(x.shape), before, after, value, y.shape)
 
 
 def pad(p: PadParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """PAD: copy into a ``pad_value``-filled output."""
-    return np.pad(inputs[0], p.paddings, constant_values=p.pad_value)
+    x = inputs[0].reshape(p.input_dims)
+    y = np.pad(x, tuple(zip(p.pad_before, p.pad_after)), constant_values=p.pad_value)
+    return y.reshape(p.output_shape)
 
 
 def prepare_concatenation(graph: Graph, node: Node) -> ConcatenationParams:
@@ -135,12 +149,17 @@ def prepare_concatenation(graph: Graph, node: Node) -> ConcatenationParams:
             or sum(s[axis] for s in shapes) != y.shape[axis]:
         raise unsupported(graph, node, f"input shapes {[list(s) for s in shapes]} do not concatenate "
                                        f"to {list(y.shape)}")
-    return ConcatenationParams(y.shape, axis)
+    outer = int(np.prod(y.shape[:axis], dtype=np.int64))
+    inner = int(np.prod(y.shape[axis + 1:], dtype=np.int64))
+    offsets = tuple(int(v) for v in np.cumsum([0, *(s[axis] for s in shapes)]))
+    return ConcatenationParams(outer, inner, len(xs), offsets, y.shape)
 
 
 def concatenation(p: ConcatenationParams, inputs: list[np.ndarray | None]) -> np.ndarray:
-    """CONCATENATION: raw copy."""
-    return np.concatenate(inputs, axis=p.axis)
+    """CONCATENATION: raw copy, each input read as [outer_size, its axis size, inner_size]."""
+    sizes = np.diff(p.axis_offsets)
+    parts = [x.reshape(p.outer_size, int(n), p.inner_size) for x, n in zip(inputs, sizes)]
+    return np.concatenate(parts, axis=1).reshape(p.output_shape)
 
 
 def prepare_mean(graph: Graph, node: Node) -> MeanParams:
@@ -150,6 +169,8 @@ def prepare_mean(graph: Graph, node: Node) -> MeanParams:
     if axes_t is None:
         raise unsupported(graph, node, "needs an axes tensor")
     rank = len(x.shape)
+    if rank > MAX_DIMS:
+        raise unsupported(graph, node, f"input {list(x.shape)} has more than {MAX_DIMS} dimensions")
     raw = const_data(graph, node, axes_t).reshape(-1).astype(np.int64)
     if ((raw < -rank) | (raw >= rank)).any():
         raise unsupported(graph, node, f"axes {raw.tolist()} are out of range for rank {rank}")
@@ -165,13 +186,16 @@ def prepare_mean(graph: Graph, node: Node) -> MeanParams:
     s_out, zp_out = quant(graph, node, y)
     m, s = quantize_multiplier(s_in / s_out)
     k = min(count.bit_length() - 1, 32, 31 + s)
-    return MeanParams(y.shape, axes, count, -zp_in, zp_out, int((m << k) // count), s - k)
+    reduce = fixed_dims(tuple(int(i in axes) for i in range(rank)), 0)
+    return MeanParams(fixed_dims(x.shape), reduce, count, -zp_in, zp_out, int((m << k) // count), s - k,
+                      y.shape)
 
 
 def mean(p: MeanParams, inputs: list[np.ndarray | None]) -> np.ndarray:
-    """MEAN: int32 sum over the axes, one requantization, clamp to the type range."""
+    """MEAN: int32 sum over the reduced axes, one requantization, clamp to the type range."""
     x = inputs[0]
-    total = wrap32(x.astype(np.int64).sum(axis=p.axes))
+    axes = tuple(i for i, r in enumerate(p.reduce) if r)
+    total = wrap32(x.reshape(p.input_dims).astype(np.int64).sum(axis=axes))
     y = mbqm(wrap32(total + p.input_offset * p.count), p.multiplier, p.shift) + p.output_offset
     lo, hi = type_range(x.dtype.name)
     return np.clip(y, lo, hi).astype(x.dtype).reshape(p.output_shape)

@@ -36,12 +36,15 @@ _Q2_29_ONE = 1 << 29
 
 @dataclass(frozen=True)
 class SoftmaxParams:
-    """Softmax along the last axis: beta*scale as Q31 multiplier and left shift, and diff_min.
+    """Softmax over ``rows`` rows of ``depth`` (the last axis): beta*scale as Q31 multiplier and
+    left shift, and diff_min.
 
     Input differences below ``diff_min`` contribute nothing; the output is int``output_bits``
     with zero point -2^(output_bits-1) and scale 2^-output_bits.
     """
 
+    rows: int
+    depth: int
     input_multiplier: int
     input_left_shift: int
     diff_min: int
@@ -50,8 +53,10 @@ class SoftmaxParams:
 
 @dataclass(frozen=True)
 class LogisticParams:
-    """int8 -> int8: (x - zp) becomes Q4.27 by multiplier/shift unless |x - zp| >= radius."""
+    """int8 -> int8 on ``size`` elements: (x - zp) becomes Q4.27 by multiplier/shift unless
+    |x - zp| >= radius."""
 
+    size: int
     input_zero_point: int
     input_multiplier: int
     input_left_shift: int
@@ -102,13 +107,15 @@ def prepare_softmax(graph: Graph, node: Node) -> SoftmaxParams:
     radius = math.floor(
         1.0 * ((1 << SOFTMAX_DIFF_INT_BITS) - 1) * (1 << (31 - SOFTMAX_DIFF_INT_BITS)) / (1 << shift)
     )
-    return SoftmaxParams(multiplier, shift, -radius, 16 if y.dtype == "int16" else 8)
+    depth = x.shape[-1] if x.shape else 1
+    rows = x.size // depth if depth else 0
+    return SoftmaxParams(rows, depth, multiplier, shift, -radius, 16 if y.dtype == "int16" else 8)
 
 
 def softmax(params: SoftmaxParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """reference_ops::Softmax (int8 input) along the last axis."""
     x = np.asarray(inputs[0])
-    rows = x.astype(np.int64).reshape(-1, x.shape[-1])
+    rows = x.astype(np.int64).reshape(params.rows, params.depth)
     diff = rows - rows.max(axis=1, keepdims=True)
     valid = diff >= params.diff_min
     scaled = srdhm(np.where(valid, diff, 0) << params.input_left_shift, params.input_multiplier)
@@ -132,8 +139,9 @@ def softmax(params: SoftmaxParams, inputs: list[np.ndarray | None]) -> np.ndarra
     return out.astype(f"int{params.output_bits}").reshape(x.shape)
 
 
-def _prepare_sigmoid_input(graph: Graph, node: Node) -> tuple[int, int, int, int]:
-    """(zero point, multiplier, left shift, radius) taking int8 input to Q4.27 (raw frexp, no fix-up)."""
+def _prepare_sigmoid_input(graph: Graph, node: Node) -> tuple[int, int, int, int, int]:
+    """(size, zero point, multiplier, left shift, radius) taking int8 input to Q4.27 (raw frexp,
+    no fix-up)."""
     x, y = _io(graph, node)
     if x.dtype != "int8" or y.dtype != "int8":
         what = f"'{x.name}' is {x.dtype} -> {y.dtype}: only int8 -> int8 (int16 uses TFLM's sigmoid LUT)"
@@ -144,17 +152,17 @@ def _prepare_sigmoid_input(graph: Graph, node: Node) -> tuple[int, int, int, int
     radius = math.floor(
         1.0 * ((1 << SIGMOID_INPUT_INT_BITS) - 1) * (1 << (31 - SIGMOID_INPUT_INT_BITS)) / (1 << shift)
     )
-    return x.quant.zero_point[0], round_half_away(q * (1 << 31)), shift, radius
+    return x.size, x.quant.zero_point[0], round_half_away(q * (1 << 31)), shift, radius
 
 
 def prepare_logistic(graph: Graph, node: Node) -> LogisticParams:
     """TFLM LogisticPrepare for int8; the output zero point must be -128 (scale 1/256 is assumed)."""
-    zp, multiplier, shift, radius = _prepare_sigmoid_input(graph, node)
+    size, zp, multiplier, shift, radius = _prepare_sigmoid_input(graph, node)
     y = graph.tensor(node.outputs[0])
     zp_out = y.quant.zero_point[0]
     if zp_out != -128:
         raise _unsupported(graph, node, f"output '{y.name}' needs zero point -128 (has {zp_out})")
-    return LogisticParams(zp, multiplier, shift, radius)
+    return LogisticParams(size, zp, multiplier, shift, radius)
 
 
 def prepare_tanh(graph: Graph, node: Node) -> TanhParams:

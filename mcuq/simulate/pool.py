@@ -18,10 +18,15 @@ from mcuq.simulate.common import (
 
 @dataclass(frozen=True)
 class PoolParams:
-    """Window geometry and clamp; input and output share scale and zero point."""
+    """Window geometry and clamp over input [batches, input_h, input_w, channels] and output
+    [batches, output_h, output_w, channels] (NHWC); input and output share scale and zero point."""
 
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
+    batches: int
+    input_h: int
+    input_w: int
+    channels: int
+    output_h: int
+    output_w: int
     filter_h: int
     filter_w: int
     stride_h: int
@@ -52,7 +57,7 @@ def _prepare_pool(graph: Graph, node: Node) -> PoolParams:
         raise unsupported(graph, node, f"output shape {list(y.shape)} differs from computed {[n, oh, ow, c]}")
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
     return PoolParams(
-        x.shape, y.shape, a["filter_h"], a["filter_w"], a["stride_h"], a["stride_w"], pt, pl, lo, hi,
+        n, h, w, c, oh, ow, a["filter_h"], a["filter_w"], a["stride_h"], a["stride_w"], pt, pl, lo, hi,
     )
 
 
@@ -74,17 +79,16 @@ def _valid_taps(size: int, out: int, k: int, stride: int, pad: int) -> np.ndarra
 
 def _win(p: PoolParams, x: np.ndarray, fill: int) -> np.ndarray:
     return windows(x, p.filter_h, p.filter_w, (p.stride_h, p.stride_w), (1, 1),
-                   (p.pad_top, p.pad_left), p.output_shape[1:3], fill)
+                   (p.pad_top, p.pad_left), (p.output_h, p.output_w), fill)
 
 
 def average_pool2d(p: PoolParams, inputs: list[np.ndarray | None]) -> np.ndarray:
     """Sum of raw values over in-image taps, divided by their count rounding half away from zero."""
     x = inputs[0]
-    _, h, w, _ = p.input_shape
-    _, oh, ow, _ = p.output_shape
     total = _win(p, x.astype(np.int64), 0).sum(axis=(3, 4))
-    count = (_valid_taps(h, oh, p.filter_h, p.stride_h, p.pad_top)[:, None]
-             * _valid_taps(w, ow, p.filter_w, p.stride_w, p.pad_left)[None, :])[None, :, :, None]
+    count = (_valid_taps(p.input_h, p.output_h, p.filter_h, p.stride_h, p.pad_top)[:, None]
+             * _valid_taps(p.input_w, p.output_w, p.filter_w, p.stride_w, p.pad_left)[None, :]
+             )[None, :, :, None]
     count = np.maximum(count, 1)
     half = count // 2
     avg = np.where(total > 0, (total + half) // count, -((half - total) // count))

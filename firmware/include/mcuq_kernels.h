@@ -1,0 +1,327 @@
+/* mcuq kernels: TFLite Micro's integer reference operators, bit for bit, in C99.
+ *
+ * Contract shared by every kernel below:
+ * - Tensors are dense and row-major (images NHWC); the caller owns every buffer. No kernel
+ *   allocates, keeps state, or needs scratch memory. Outputs must not overlap inputs, except
+ *   where a kernel says so.
+ * - Each parameter struct is, field for field, the host simulator's Params dataclass of the
+ *   same name in mcuq/simulate (ConvParams -> mcuq_conv_params_t). The packer fills them with
+ *   designated initializers, so a renamed field fails to compile. `const int32_t *` fields point
+ *   to arrays whose length the field's comment gives; `dims` arrays have MCUQ_MAX_DIMS entries,
+ *   padded in front with 1.
+ * - Requantization is mcuq_requantize() / mcuq_requantize64() (mcuq_requantize.h): multiplier a
+ *   Q31 value in [2^30, 2^31) (or 0), shift in [-31, 30], positive meaning a left shift
+ *   ([-31, 7] with 64-bit accumulators). int32 accumulators wrap modulo 2^32 as TFLM's do.
+ * - Kernels return MCUQ_OK or a negative mcuq_status_t; on error the output is unspecified.
+ * - Integer kernels use no floating point. Only the I/O conversions mcuq_quantize_f32() and
+ *   mcuq_dequantize_*() do, in single precision (an FPU such as Cortex-M4F/M7's, or soft float).
+ */
+#ifndef MCUQ_KERNELS_H
+#define MCUQ_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MCUQ_MAX_DIMS 6
+
+typedef enum {
+    MCUQ_OK = 0,
+    MCUQ_ERR_PARAMS = -1,      /* a parameter is outside the kernel's contract */
+    MCUQ_ERR_RANGE = -2,       /* the data drive an intermediate out of range (TFLM fails too) */
+    MCUQ_ERR_UNSUPPORTED = -3  /* no kernel for this op and type (for the runtime's dispatch) */
+} mcuq_status_t;
+
+/* ---- parameter structs ------------------------------------------------------------------- */
+
+/* CONV_2D and DEPTHWISE_CONV_2D. Input [batches, input_h, input_w, input_c], output [batches,
+ * output_h, output_w, output_c]. Window origin of output (oy, ox) is (oy * stride_h - pad_top,
+ * ox * stride_w - pad_left); tap (ky, kx) reads row origin + ky * dilation_h (columns alike);
+ * taps outside the image are skipped. Output channel c: acc = sum w * (x + input_offset) +
+ * bias[c]; y = clamp(requantize(acc, multiplier[c], shift[c]) + output_offset, act_min, act_max). */
+typedef struct {
+    int32_t batches;
+    int32_t input_h;
+    int32_t input_w;
+    int32_t input_c;
+    int32_t filter_h;
+    int32_t filter_w;
+    int32_t output_h;
+    int32_t output_w;
+    int32_t output_c;
+    int32_t stride_h;
+    int32_t stride_w;
+    int32_t dilation_h;
+    int32_t dilation_w;
+    int32_t pad_top;
+    int32_t pad_left;
+    int32_t groups;            /* conv: input_c and output_c split into this many groups */
+    int32_t depth_multiplier;  /* depthwise: output_c = input_c * depth_multiplier */
+    int32_t input_offset;      /* -input zero point (0 for int16) */
+    int32_t output_offset;     /* output zero point (0 for int16) */
+    const int32_t *multiplier; /* [output_c] */
+    const int32_t *shift;      /* [output_c] */
+    int32_t act_min;
+    int32_t act_max;
+    int32_t accumulator_bits;  /* 32: int32 accumulator and bias; 64: int64 (16x8 only) */
+} mcuq_conv_params_t;
+
+/* FULLY_CONNECTED: input read as [batches, depth], filter [units, depth], output [batches, units].
+ * acc = sum (w + filter_offset) * (x + input_offset) + bias[o];
+ * y = clamp(requantize(acc, multiplier[k], shift[k]) + output_offset, act_min, act_max) with
+ * k = o when per_channel, else 0. */
+typedef struct {
+    int32_t batches;
+    int32_t depth;
+    int32_t units;
+    int32_t per_channel;       /* 1: multiplier/shift have `units` entries; 0: one entry */
+    int32_t input_offset;
+    int32_t filter_offset;     /* -filter zero point per-tensor; 0 per-channel */
+    int32_t output_offset;
+    const int32_t *multiplier; /* [units] or [1] */
+    const int32_t *shift;      /* [units] or [1] */
+    int32_t act_min;
+    int32_t act_max;
+    int32_t accumulator_bits;  /* 32 or 64 as for convolution */
+} mcuq_fully_connected_params_t;
+
+/* AVERAGE_POOL_2D and MAX_POOL_2D over raw values (input and output share scale and zero point).
+ * Input [batches, input_h, input_w, channels], output [batches, output_h, output_w, channels];
+ * windows as for convolution (dilation 1), padding taps excluded from max, sum and count. */
+typedef struct {
+    int32_t batches;
+    int32_t input_h;
+    int32_t input_w;
+    int32_t channels;
+    int32_t output_h;
+    int32_t output_w;
+    int32_t filter_h;
+    int32_t filter_w;
+    int32_t stride_h;
+    int32_t stride_w;
+    int32_t pad_top;
+    int32_t pad_left;
+    int32_t act_min;
+    int32_t act_max;
+} mcuq_pool_params_t;
+
+/* ADD. Inputs broadcast over their dims (per axis equal sizes, or one of them 1); output dims
+ * are the larger of each pair. a = requantize((x1 + input1_offset) << left_shift,
+ * input1_multiplier, input1_shift), b alike; y = clamp(requantize(a + b, output_multiplier,
+ * output_shift) + output_offset, act_min, act_max). All three shifts are <= 0. */
+typedef struct {
+    const int32_t *input1_dims; /* [MCUQ_MAX_DIMS] */
+    const int32_t *input2_dims; /* [MCUQ_MAX_DIMS] */
+    int32_t left_shift;         /* 20 for int8, 15 for int16 */
+    int32_t input1_offset;
+    int32_t input1_multiplier;
+    int32_t input1_shift;
+    int32_t input2_offset;
+    int32_t input2_multiplier;
+    int32_t input2_shift;
+    int32_t output_offset;
+    int32_t output_multiplier;
+    int32_t output_shift;
+    int32_t act_min;
+    int32_t act_max;
+} mcuq_add_params_t;
+
+/* MUL, broadcasting as ADD: y = clamp(requantize((x1 + input1_offset) * (x2 + input2_offset),
+ * multiplier, shift) + output_offset, act_min, act_max). */
+typedef struct {
+    const int32_t *input1_dims; /* [MCUQ_MAX_DIMS] */
+    const int32_t *input2_dims; /* [MCUQ_MAX_DIMS] */
+    int32_t input1_offset;
+    int32_t input2_offset;
+    int32_t output_offset;
+    int32_t multiplier;
+    int32_t shift;
+    int32_t act_min;
+    int32_t act_max;
+} mcuq_mul_params_t;
+
+/* QUANTIZE `size` elements to int`output_bits`, clamped to that type's range.
+ * From float32: y = round_half_away(x / scale) + output_offset (float32 division).
+ * From an integer type (scale 0): y = requantize(x + input_offset, multiplier, shift) + output_offset. */
+typedef struct {
+    int32_t size;
+    int32_t output_bits;       /* 8, 16 or 32 (32 only from int8/int16) */
+    int32_t input_offset;
+    int32_t output_offset;
+    int32_t multiplier;
+    int32_t shift;
+    float scale;               /* output scale for float32 input, else 0 */
+} mcuq_quantize_params_t;
+
+/* DEQUANTIZE `size` elements: y = scale * (x - zero_point), as float32. */
+typedef struct {
+    int32_t size;
+    float scale;
+    int32_t zero_point;
+} mcuq_dequantize_params_t;
+
+/* RESHAPE: copy `bytes` bytes. */
+typedef struct {
+    int32_t bytes;
+} mcuq_reshape_params_t;
+
+/* PAD: output dims = pad_before + input_dims + pad_after per axis; new elements = pad_value. */
+typedef struct {
+    const int32_t *input_dims; /* [MCUQ_MAX_DIMS] */
+    const int32_t *pad_before; /* [MCUQ_MAX_DIMS] */
+    const int32_t *pad_after;  /* [MCUQ_MAX_DIMS] */
+    int32_t pad_value;         /* raw value of the element type */
+} mcuq_pad_params_t;
+
+/* CONCATENATION, raw copy: every tensor is read as [outer_size, axis, inner_size]; input k
+ * fills output axis positions axis_offsets[k] .. axis_offsets[k + 1] - 1. */
+typedef struct {
+    int32_t outer_size;
+    int32_t inner_size;
+    int32_t num_inputs;
+    const int32_t *axis_offsets; /* [num_inputs + 1]; the last is the output's axis size */
+} mcuq_concatenation_params_t;
+
+/* MEAN over the axes with reduce[i] = 1 (output dims: those axes set to 1). For each output,
+ * S = int32 sum of the `count` raw inputs it covers;
+ * y = clamp(requantize(S + input_offset * count, multiplier, shift) + output_offset) to the
+ * type range (multiplier and shift already hold the 1/count). */
+typedef struct {
+    const int32_t *input_dims; /* [MCUQ_MAX_DIMS] */
+    const int32_t *reduce;     /* [MCUQ_MAX_DIMS], 0 or 1 */
+    int32_t count;
+    int32_t input_offset;
+    int32_t output_offset;
+    int32_t multiplier;
+    int32_t shift;
+} mcuq_mean_params_t;
+
+/* SOFTMAX over `rows` rows of `depth` int8 values (TFLM reference, gemmlowp fixed point):
+ * d = x - max(row); entries with d < diff_min get the lowest output; else
+ * e = exp(srdhm(d << input_left_shift, input_multiplier) as Q5.26) and
+ * y = e / sum(e) with zero point -2^(output_bits - 1), scale 2^-output_bits. */
+typedef struct {
+    int32_t rows;
+    int32_t depth;
+    int32_t input_multiplier;
+    int32_t input_left_shift;  /* in [0, 31] */
+    int32_t diff_min;
+    int32_t output_bits;       /* 8 or 16 */
+} mcuq_softmax_params_t;
+
+/* LOGISTIC / TANH on `size` int8 values: v = x - input_zero_point; v <= -radius gives -128,
+ * v >= radius 127, else requantize(v, input_multiplier, input_left_shift) is a Q4.27 input of
+ * gemmlowp's logistic (output zero point -128, scale 1/256) or tanh (0, 1/128). */
+typedef struct {
+    int32_t size;
+    int32_t input_zero_point;
+    int32_t input_multiplier;
+    int32_t input_left_shift;  /* >= 0; may exceed 30 only when input_range_radius is 0 */
+    int32_t input_range_radius;
+} mcuq_logistic_params_t;
+
+typedef mcuq_logistic_params_t mcuq_tanh_params_t;
+
+/* ---- kernels ----------------------------------------------------------------------------- */
+
+/* Convolution, int8 activations, int8 filter [output_c, filter_h, filter_w, input_c / groups],
+ * bias [output_c] or NULL. MCUQ_ERR_PARAMS unless accumulator_bits is 32 and groups divides
+ * input_c and output_c. */
+mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, int8_t *output);
+
+/* Convolution 16x8: int16 activations (offsets 0), int8 filter as above; bias is int32_t
+ * [output_c] when accumulator_bits is 32, int64_t [output_c] when 64, or NULL. */
+mcuq_status_t mcuq_conv2d_s16(const mcuq_conv_params_t *p, const int16_t *input, const int8_t *filter,
+                              const void *bias, int16_t *output);
+
+/* Depthwise convolution, int8: filter [1, filter_h, filter_w, output_c], bias [output_c] or
+ * NULL; output channel c reads input channel c / depth_multiplier. MCUQ_ERR_PARAMS unless
+ * accumulator_bits is 32 and output_c = input_c * depth_multiplier. */
+mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input,
+                                       const int8_t *filter, const int32_t *bias, int8_t *output);
+
+/* Depthwise convolution 16x8: as above with int16 activations, int64 bias [output_c] or NULL,
+ * accumulator_bits 64. */
+mcuq_status_t mcuq_depthwise_conv2d_s16(const mcuq_conv_params_t *p, const int16_t *input,
+                                        const int8_t *filter, const int64_t *bias, int16_t *output);
+
+/* Fully connected, int8: filter [units, depth], bias [units] or NULL; accumulator_bits 32. */
+mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, const int8_t *input,
+                                      const int8_t *filter, const int32_t *bias, int8_t *output);
+
+/* Fully connected 16x8: bias int32_t [units] (accumulator_bits 32), int64_t [units] (64) or NULL. */
+mcuq_status_t mcuq_fully_connected_s16(const mcuq_fully_connected_params_t *p, const int16_t *input,
+                                       const int8_t *filter, const void *bias, int16_t *output);
+
+/* Average pooling: sum / count rounded half away from zero, then clamped. MCUQ_ERR_RANGE if a
+ * window holds no in-image tap. The int16 sum is int32: windows up to 65536 taps. */
+mcuq_status_t mcuq_avg_pool_s8(const mcuq_pool_params_t *p, const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_avg_pool_s16(const mcuq_pool_params_t *p, const int16_t *input, int16_t *output);
+
+/* Max pooling: maximum over in-image taps (the type minimum if none), then clamped. */
+mcuq_status_t mcuq_max_pool_s8(const mcuq_pool_params_t *p, const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_max_pool_s16(const mcuq_pool_params_t *p, const int16_t *input, int16_t *output);
+
+/* Elementwise ADD / MUL with broadcasting. Either input may be the output buffer when it has
+ * the output's dims (in-place). */
+mcuq_status_t mcuq_add_s8(const mcuq_add_params_t *p, const int8_t *input1, const int8_t *input2,
+                          int8_t *output);
+mcuq_status_t mcuq_add_s16(const mcuq_add_params_t *p, const int16_t *input1, const int16_t *input2,
+                           int16_t *output);
+mcuq_status_t mcuq_mul_s8(const mcuq_mul_params_t *p, const int8_t *input1, const int8_t *input2,
+                          int8_t *output);
+mcuq_status_t mcuq_mul_s16(const mcuq_mul_params_t *p, const int16_t *input1, const int16_t *input2,
+                           int16_t *output);
+
+/* QUANTIZE, named by the input type. The output is int8_t, int16_t or int32_t per
+ * output_bits; MCUQ_ERR_PARAMS for another output_bits (f32 and s32 inputs: 8 or 16 only).
+ * From float: NaN gives the type minimum. In place when input and output element sizes match. */
+mcuq_status_t mcuq_quantize_f32(const mcuq_quantize_params_t *p, const float *input, void *output);
+mcuq_status_t mcuq_quantize_s8(const mcuq_quantize_params_t *p, const int8_t *input, void *output);
+mcuq_status_t mcuq_quantize_s16(const mcuq_quantize_params_t *p, const int16_t *input, void *output);
+mcuq_status_t mcuq_quantize_s32(const mcuq_quantize_params_t *p, const int32_t *input, void *output);
+
+/* DEQUANTIZE to float32 (exactly the host's float32(double(scale) * (x - zero_point))). */
+mcuq_status_t mcuq_dequantize_s8(const mcuq_dequantize_params_t *p, const int8_t *input, float *output);
+mcuq_status_t mcuq_dequantize_s16(const mcuq_dequantize_params_t *p, const int16_t *input,
+                                  float *output);
+
+/* RESHAPE: copies the bytes; nothing to do when input == output (planned in place). */
+mcuq_status_t mcuq_reshape(const mcuq_reshape_params_t *p, const void *input, void *output);
+
+/* PAD, by element type. */
+mcuq_status_t mcuq_pad_s8(const mcuq_pad_params_t *p, const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_pad_s16(const mcuq_pad_params_t *p, const int16_t *input, int16_t *output);
+mcuq_status_t mcuq_pad_s32(const mcuq_pad_params_t *p, const int32_t *input, int32_t *output);
+
+/* CONCATENATION: copies input number `index` (0 <= index < num_inputs, else MCUQ_ERR_PARAMS)
+ * into its place in the output; call once per input. */
+mcuq_status_t mcuq_concatenation_s8(const mcuq_concatenation_params_t *p, int32_t index,
+                                    const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_concatenation_s16(const mcuq_concatenation_params_t *p, int32_t index,
+                                     const int16_t *input, int16_t *output);
+mcuq_status_t mcuq_concatenation_s32(const mcuq_concatenation_params_t *p, int32_t index,
+                                     const int32_t *input, int32_t *output);
+
+/* MEAN (int32 sums wrap as TFLM's). */
+mcuq_status_t mcuq_mean_s8(const mcuq_mean_params_t *p, const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_mean_s16(const mcuq_mean_params_t *p, const int16_t *input, int16_t *output);
+
+/* SOFTMAX int8 -> int8 (output_bits 8) and int8 -> int16 (output_bits 16), else
+ * MCUQ_ERR_PARAMS. MCUQ_ERR_RANGE when a row's sum of exponentials needs a shift above 31
+ * (very long rows; TFLM aborts there). */
+mcuq_status_t mcuq_softmax_s8(const mcuq_softmax_params_t *p, const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_softmax_s8_s16(const mcuq_softmax_params_t *p, const int8_t *input, int16_t *output);
+
+/* LOGISTIC and TANH, int8 -> int8; in place allowed. */
+mcuq_status_t mcuq_logistic_s8(const mcuq_logistic_params_t *p, const int8_t *input, int8_t *output);
+mcuq_status_t mcuq_tanh_s8(const mcuq_tanh_params_t *p, const int8_t *input, int8_t *output);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MCUQ_KERNELS_H */
