@@ -171,8 +171,8 @@ class Device:
         self.run_timeout = run_timeout
         self.retries = retries
         self._seq = 0
-        self._in_session = False
-        port.timeout = POLL  # a HELLO before the first response is the boot greeting
+        self._in_session = False  # a HELLO before the first response is the boot greeting
+        port.timeout = POLL
 
     @classmethod
     def open(cls, port: str, timeout: float = 2.0, run_timeout: float = 60.0, retries: int = 3) -> "Device":
