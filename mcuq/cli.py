@@ -139,3 +139,70 @@ def boards() -> None:
         kind = f"QEMU {b.qemu_machine}" if b.qemu_machine else "real board"
         click.echo(f"{b.name:<16} {b.core:<11} {b.flash_bytes // 1024:>5} KB flash {b.ram_bytes // 1024:>4} KB RAM  "
                    f"{kind:<22} {b.title}")
+
+
+class _Bar:
+    """A click progress bar on stderr driven by (done, total) callbacks; silent when not a tty."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@main.command()
+@click.argument("pack_dir", type=click.Path(file_okay=False))
+@click.option("--board", default=None, help="Board to build for (default: the one DIR was packed for).")
+def build(pack_dir: str, board: str | None) -> None:
+    """Cross-compile the firmware for a pack output DIR and report flash and RAM use."""
+    from mcuq.build import build as build_firmware
+
+    with _Bar("compiling") as bar:
+        result = build_firmware(pack_dir, board, progress=bar)
+    click.echo(result.summary())
+    click.echo(f"  {result.elf}")
+
+
+@main.command()
+@click.argument("pack_dir", type=click.Path(file_okay=False), required=False, default=".")
+@click.option("--port", default=None, help="Serial port or URL (default: the running emulator, "
+                                           "else an ST-LINK virtual COM port).")
+@click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False), default=None,
+              help=".npz with in0, in1, ... (one sample or [N, *shape]).")
+@click.option("--count", default=None, type=click.IntRange(1), help="Seeded random inputs to run (default 10).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+def verify(pack_dir: str, port: str | None, inputs_path: str | None, count: int | None, seed: int,
+           as_json: bool) -> None:
+    """Run inputs on the target and compare every output bit for bit with the host simulator."""
+    from mcuq.graphfile import load_graph
+    from mcuq.verify import DEFAULT_COUNT, verify as verify_target
+
+    if inputs_path and count:
+        raise click.UsageError("give --inputs or --count, not both")
+    inputs = None
+    if inputs_path:
+        inputs = pipeline.load_arrays(inputs_path, load_graph(Path(pack_dir) / "graph"), "inputs").arrays
+    with _Bar("verifying") as bar:
+        result = verify_target(pack_dir, port=port, inputs=inputs, count=count or DEFAULT_COUNT, seed=seed,
+                               progress=None if as_json else bar)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        click.echo(result.format_table())
+    if not result.ok:
+        sys.exit(1)
