@@ -1,0 +1,267 @@
+/* The mcuq firmware: greet the host with HELLO, then answer its requests (docs/protocol.md)
+ * one at a time, running the packed model (mcuq_model.c) with the runtime on a static arena. */
+#include <stdint.h>
+#include <string.h>
+
+#include "mcuq_model.h"
+#include "mcuq_port.h"
+#include "mcuq_protocol.h"
+#include "mcuq_runtime.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tensors and counts go on the wire as they lie in memory: little endian only"
+#endif
+
+#ifndef MCUQ_FIRMWARE_VERSION
+#define MCUQ_FIRMWARE_VERSION "dev"
+#endif
+
+#define NAME_BYTES 16u
+#define SHA256_BYTES 32u
+#define INFO_FIXED_BYTES (2u + 1u + 2u + 4u + 2u + 1u + 1u + SHA256_BYTES + 2u * NAME_BYTES)
+#define INFO_IO_BYTES (2u + 1u + 1u + 16u + 4u + 4u)
+#define INFO_BYTES (INFO_FIXED_BYTES + INFO_IO_BYTES * (MCUQ_NUM_INPUTS + MCUQ_NUM_OUTPUTS))
+#define MAX_PROFILE_COUNT (MCUQ_MAX_PAYLOAD / 4u)
+#define NS_PER_S 1000000000u
+
+#if INFO_BYTES > MCUQ_MAX_PAYLOAD
+#error "too many graph inputs and outputs for one INFO frame"
+#endif
+
+static uint8_t arena[MCUQ_ARENA_BYTES > 0 ? MCUQ_ARENA_BYTES : 1] __attribute__((aligned(16)));
+static uint32_t node_counts[MCUQ_NUM_NODES];
+static uint8_t info[INFO_BYTES];
+static mcuq_parser_t parser;
+
+static void respond(const mcuq_frame_t *req, const uint8_t *head, uint32_t head_len, const uint8_t *body,
+                    uint32_t body_len)
+{
+    mcuq_frame_write(mcuq_port_write, (uint8_t)(req->type | MCUQ_RESPONSE), req->seq, head, head_len, body,
+                     body_len);
+}
+
+static void refuse(const mcuq_frame_t *req, uint8_t code, const char *reason)
+{
+    mcuq_frame_write(mcuq_port_write, MCUQ_ERROR, req->seq, &code, 1, (const uint8_t *)reason,
+                     (uint32_t)strlen(reason));
+}
+
+/* Counter ticks in the units INFO promises (counter_scale 1): cycles as they are; SysTick
+ * ticks under QEMU -icount shift=0 become instructions (one per virtual nanosecond). */
+static uint64_t to_units(uint64_t ticks)
+{
+    if (mcuq_port_counter_kind() == MCUQ_COUNTER_CYCLES) {
+        return ticks;
+    }
+    uint64_t hz = mcuq_port_counter_hz();
+    return ticks / hz * NS_PER_S + ticks % hz * NS_PER_S / hz;
+}
+
+static uint8_t hex_digit(char c)
+{
+    return (uint8_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+}
+
+static uint8_t *put_name(uint8_t *p, const char *name)
+{
+    size_t n = strlen(name);
+    memset(p, 0, NAME_BYTES);
+    memcpy(p, name, n < NAME_BYTES ? n : NAME_BYTES);
+    return p + NAME_BYTES;
+}
+
+static uint8_t *put_io(uint8_t *p, const mcuq_io_t *io)
+{
+    const mcuq_tensor_t *t = &mcuq_tensors[io->tensor];
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &io->scale, sizeof scale_bits);
+    p = mcuq_put_u16(p, (uint16_t)io->tensor);
+    *p++ = t->dtype;
+    *p++ = t->rank;
+    for (int d = 0; d < 4; d++) {
+        p = mcuq_put_u32(p, (uint32_t)t->shape[d]);
+    }
+    p = mcuq_put_u32(p, scale_bits);
+    return mcuq_put_u32(p, (uint32_t)io->zero_point);
+}
+
+static void on_info(const mcuq_frame_t *req)
+{
+    const char *sha = MCUQ_MODEL_SHA256;
+    uint8_t *p = mcuq_put_u16(info, MCUQ_PROTOCOL_VERSION);
+    *p++ = mcuq_port_counter_kind();
+    p = mcuq_put_u16(p, 1); /* counter_scale: to_units already applied */
+    p = mcuq_put_u32(p, MCUQ_ARENA_BYTES);
+    p = mcuq_put_u16(p, MCUQ_NUM_NODES);
+    *p++ = MCUQ_NUM_INPUTS;
+    *p++ = MCUQ_NUM_OUTPUTS;
+    for (uint32_t i = 0; i < SHA256_BYTES; i++) {
+        *p++ = (uint8_t)(hex_digit(sha[2 * i]) << 4 | hex_digit(sha[2 * i + 1]));
+    }
+    p = put_name(p, MCUQ_BOARD);
+    p = put_name(p, MCUQ_FIRMWARE_VERSION);
+    for (int i = 0; i < MCUQ_NUM_INPUTS; i++) {
+        p = put_io(p, &mcuq_inputs[i]);
+    }
+    for (int i = 0; i < MCUQ_NUM_OUTPUTS; i++) {
+        p = put_io(p, &mcuq_outputs[i]);
+    }
+    respond(req, info, (uint32_t)(p - info), 0, 0);
+}
+
+/* The tensor's bytes [offset, offset + n) if they exist, else 0 (and an error sent). */
+static uint8_t *tensor_range(const mcuq_frame_t *req, uint32_t slot, uint32_t offset, uint32_t n)
+{
+    if (slot >= MCUQ_NUM_TENSORS) {
+        refuse(req, MCUQ_ERR_BAD_ARGUMENT, "no such tensor slot");
+        return 0;
+    }
+    uint32_t bytes = (uint32_t)mcuq_tensor_bytes((int)slot);
+    if (offset > bytes || n > bytes - offset) {
+        refuse(req, MCUQ_ERR_BAD_ARGUMENT, "range outside the tensor");
+        return 0;
+    }
+    return (uint8_t *)mcuq_tensor_data(arena, (int)slot) + offset;
+}
+
+static void on_write_tensor(const mcuq_frame_t *req)
+{
+    if (req->length < 6) {
+        refuse(req, MCUQ_ERR_BAD_REQUEST, "WRITE_TENSOR needs slot and offset");
+        return;
+    }
+    uint32_t slot = mcuq_get_u16(req->payload);
+    if (slot < MCUQ_NUM_TENSORS && mcuq_tensors[slot].data != 0) {
+        refuse(req, MCUQ_ERR_BAD_ARGUMENT, "tensor is constant (in flash)");
+        return;
+    }
+    uint32_t n = req->length - 6u;
+    uint8_t *dst = tensor_range(req, slot, mcuq_get_u32(req->payload + 2), n);
+    if (dst) {
+        memcpy(dst, req->payload + 6, n);
+        respond(req, 0, 0, 0, 0);
+    }
+}
+
+static void on_run(const mcuq_frame_t *req)
+{
+    if (req->length != 2) {
+        refuse(req, MCUQ_ERR_BAD_REQUEST, "RUN needs last_node i16");
+        return;
+    }
+    int last = (int16_t)mcuq_get_u16(req->payload);
+    if (last < -1 || last >= MCUQ_NUM_NODES) {
+        refuse(req, MCUQ_ERR_BAD_ARGUMENT, "last_node out of range");
+        return;
+    }
+    if (last < 0) {
+        last = MCUQ_NUM_NODES - 1;
+    }
+    memset(node_counts, 0, sizeof node_counts);
+    int failed = -1;
+    mcuq_port_counter_sync();
+    mcuq_status_t status = mcuq_run_nodes(arena, 0, last, node_counts, &failed);
+    uint64_t total = 0;
+    for (int i = 0; i <= last; i++) {
+        total += node_counts[i];
+        uint64_t units = to_units(node_counts[i]);
+        node_counts[i] = units > UINT32_MAX ? UINT32_MAX : (uint32_t)units;
+    }
+    if (status != MCUQ_OK) {
+        uint8_t out[4] = {MCUQ_ERR_KERNEL};
+        mcuq_put_u16(out + 1, (uint16_t)failed);
+        out[3] = (uint8_t)(int8_t)status;
+        const char *why = status == MCUQ_ERR_UNSUPPORTED ? "no kernel for this op and type"
+                          : status == MCUQ_ERR_RANGE     ? "intermediate value out of range"
+                                                         : "parameters outside the kernel's contract";
+        mcuq_frame_write(mcuq_port_write, MCUQ_ERROR, req->seq, out, sizeof out, (const uint8_t *)why,
+                         (uint32_t)strlen(why));
+        return;
+    }
+    total = to_units(total);
+    uint8_t out[11] = {0}; /* status MCUQ_OK */
+    mcuq_put_u16(out + 1, (uint16_t)(last + 1));
+    mcuq_put_u32(out + 3, (uint32_t)total);
+    mcuq_put_u32(out + 7, (uint32_t)(total >> 32));
+    respond(req, out, sizeof out, 0, 0);
+}
+
+static void on_read_tensor(const mcuq_frame_t *req)
+{
+    if (req->length != 8) {
+        refuse(req, MCUQ_ERR_BAD_REQUEST, "READ_TENSOR needs slot, offset, length");
+        return;
+    }
+    uint32_t n = mcuq_get_u16(req->payload + 6);
+    if (n > MCUQ_MAX_PAYLOAD) {
+        refuse(req, MCUQ_ERR_BAD_ARGUMENT, "length above MAX_PAYLOAD");
+        return;
+    }
+    const uint8_t *src = tensor_range(req, mcuq_get_u16(req->payload), mcuq_get_u32(req->payload + 2), n);
+    if (src) {
+        respond(req, 0, 0, src, n);
+    }
+}
+
+static void on_read_profile(const mcuq_frame_t *req)
+{
+    if (req->length != 4) {
+        refuse(req, MCUQ_ERR_BAD_REQUEST, "READ_PROFILE needs first_node, count");
+        return;
+    }
+    uint32_t first = mcuq_get_u16(req->payload), count = mcuq_get_u16(req->payload + 2);
+    if (count > MAX_PROFILE_COUNT || first > MCUQ_NUM_NODES || count > MCUQ_NUM_NODES - first) {
+        refuse(req, MCUQ_ERR_BAD_ARGUMENT, "nodes out of range");
+        return;
+    }
+    respond(req, 0, 0, (const uint8_t *)(node_counts + first), 4u * count);
+}
+
+static void on_reset(const mcuq_frame_t *req)
+{
+    respond(req, 0, 0, 0, 0);
+    mcuq_port_flush();
+    mcuq_port_reset();
+}
+
+static void serve(const mcuq_frame_t *req)
+{
+    switch (req->type) {
+    case MCUQ_INFO:
+        on_info(req);
+        break;
+    case MCUQ_WRITE_TENSOR:
+        on_write_tensor(req);
+        break;
+    case MCUQ_RUN:
+        on_run(req);
+        break;
+    case MCUQ_READ_TENSOR:
+        on_read_tensor(req);
+        break;
+    case MCUQ_READ_PROFILE:
+        on_read_profile(req);
+        break;
+    case MCUQ_RESET:
+        on_reset(req);
+        break;
+    default:
+        refuse(req, MCUQ_ERR_BAD_REQUEST, "unknown request type");
+        break;
+    }
+}
+
+int main(void)
+{
+    static const uint8_t hello[6] = {'m', 'c', 'u', 'q', MCUQ_PROTOCOL_VERSION & 0xFF, MCUQ_PROTOCOL_VERSION >> 8};
+    mcuq_port_init();
+    mcuq_parser_init(&parser);
+    mcuq_frame_write(mcuq_port_write, MCUQ_HELLO, 0, hello, sizeof hello, 0, 0);
+    for (;;) {
+        mcuq_frame_t req;
+        while (!mcuq_parser_next(&parser, &req)) {
+            mcuq_parser_push(&parser, mcuq_port_read_byte());
+        }
+        serve(&req);
+    }
+}
