@@ -31,6 +31,7 @@ FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 PORT_FILES = {"cmsdk": "port_cmsdk.c", "stm32f4-usart": "port_stm32f4.c", "stm32f7-usart": "port_stm32f7.c"}
 STACK_BYTES = 8 * 1024
 BUILD_SUBDIR = "build"
+BUILD_RECORD = "build.json"  # what was built, for which board
 KEEP_ACROSS_BUILDS = ("emulator.json", "qemu.log")  # flash's state for a running emulator
 GCC = "arm-none-eabi-gcc"
 INSTALL_HINT = ("install it with `sudo apt-get install --no-install-recommends gcc-arm-none-eabi "
@@ -124,6 +125,14 @@ def read_manifest(pack_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def read_build(pack_dir: Path) -> dict:
+    """The record of DIR's last build (board, sizes); DeviceError when DIR has no firmware."""
+    path = pack_dir / BUILD_SUBDIR / BUILD_RECORD
+    if not path.is_file() or not (pack_dir / BUILD_SUBDIR / "firmware.elf").is_file():
+        raise DeviceError(f"{pack_dir}: no firmware built; run mcuq build {pack_dir} first")
+    return json.loads(path.read_text())
+
+
 def build(pack_dir: str | Path, board: str | None = None, progress: Progress | None = None) -> BuildResult:
     """Build DIR/build/firmware.{elf,bin,hex} for ``board`` (default: the board DIR was packed for)."""
     pack_dir = Path(pack_dir).resolve()
@@ -150,6 +159,9 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         elf = tmp / "firmware.elf"
         _link(gcc, b, [objects[src] for src in srcs], elf)
         flash_used, ram_used = _sizes(gcc, elf)
+        record = {"board": b.name, "flash_used": flash_used, "flash_bytes": b.flash_bytes,
+                  "ram_used": ram_used, "ram_bytes": b.ram_bytes, "mcuq_version": __version__}
+        (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         objcopy = _tool(gcc, "objcopy")
         for fmt, name in (("binary", "firmware.bin"), ("ihex", "firmware.hex")):
             _run([objcopy, "-O", fmt, str(elf), str(tmp / name)], f"objcopy to {name}")
