@@ -3,8 +3,9 @@ compiled for the host through cffi, so the code that runs on the chip can be che
 numpy simulator without a board.
 
 The firmware sources are compiled with the target's strictness (gcc -O2 -std=c99 -Wall -Wextra
--Werror) into objects that a small cffi module links; the module is cached in DIR/build/host under
-a hash of every source, header and flag, and rebuilt atomically when any of them changes.
+-Werror) into objects that a small cffi module links: kernel objects are shared between models,
+the runtime, model and module are kept in DIR/build/host, all named by a hash of what they were
+built from and written atomically.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
@@ -79,70 +82,110 @@ class KernelError(McuqError):
     """A firmware kernel returned a non-zero status on the host."""
 
 
-def firmware_sources(firmware: Path = FIRMWARE) -> list[Path]:
-    """The firmware C files the host build compiles: every kernel and the runtime."""
-    return sorted((firmware / "kernels").glob("*.c")) + [firmware / "runtime" / "mcuq_runtime.c"]
+def object_cache() -> Path:
+    """Where model-independent objects (the kernels) are kept: $MCUQ_CACHE, else the user's cache
+    directory (the store mcuq.build uses; the keys differ)."""
+    if os.environ.get("MCUQ_CACHE"):
+        return Path(os.environ["MCUQ_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mcuq" / "objects"
 
 
-def _compiler() -> str:
-    cc = shutil.which(os.environ.get("CC", "gcc"))
+def _compiler() -> tuple[str, str]:
+    """Path and version line of $CC (default gcc)."""
+    name = os.environ.get("CC", "gcc")
+    cc = shutil.which(name)
     if cc is None:
-        raise HostBuildError(f"no C compiler: the host C simulator needs {os.environ.get('CC', 'gcc')} on PATH "
-                             "(install gcc or set $CC)")
-    return cc
+        raise HostBuildError(f"no C compiler: the host C simulator needs {name} on PATH (install gcc or set $CC)")
+    return cc, _version(cc)
 
 
-def _source_key(cc: str, files: Sequence[Path]) -> str:
+@lru_cache(maxsize=None)
+def _version(cc: str) -> str:
+    return subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.partition("\n")[0]
+
+
+def _digest(*parts: str | bytes) -> str:
     h = hashlib.sha256()
-    for part in (cc, " ".join(CFLAGS), _CDEF, _HOST_PORT, sys.version):
-        h.update(part.encode() + b"\0")
-    for f in files:
-        h.update(str(f).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    for part in parts:
+        h.update((part.encode() if isinstance(part, str) else part) + b"\0")
+    return h.hexdigest()
 
 
-def _compile(cc: str, sources: Sequence[Path], includes: Sequence[Path], out_dir: Path) -> list[Path]:
-    """Object files of ``sources``, compiled with the firmware's warnings-as-errors flags."""
-    objects = []
-    for k, src in enumerate(sources):
-        obj = out_dir / f"{k:03d}_{src.stem}.o"
-        cmd = [cc, *CFLAGS, *(f"-I{d}" for d in includes), "-c", str(src), "-o", str(obj)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+@dataclass(frozen=True)
+class _Unit:
+    """One C file and the object it compiles to (named by a hash of everything it depends on)."""
+
+    source: Path
+    obj: Path
+
+
+def _units(cc: tuple[str, str], pack_dir: Path, firmware: Path) -> list[_Unit]:
+    """Kernels (objects in the shared cache), then runtime and model (objects in DIR/build/host)."""
+    fw_headers = sorted([*(firmware / "include").glob("*.h"), *(firmware / "kernels").glob("*.h")])
+    model_headers = [*fw_headers, *sorted((firmware / "runtime").glob("*.h")), *sorted((pack_dir / "src").glob("*.h"))]
+    groups = [(sorted((firmware / "kernels").glob("*.c")), fw_headers, object_cache()),
+              ([firmware / "runtime" / "mcuq_runtime.c", pack_dir / "src" / "mcuq_model.c"], model_headers,
+               pack_dir / "build" / "host")]
+    units = []
+    for sources, headers, store in groups:
+        shared = [h.read_bytes() for h in headers]
+        for src in sources:
+            if not src.is_file():
+                raise HostBuildError(f"{src}: firmware source missing")
+            key = _digest("host", *cc, *CFLAGS, src.read_bytes(), *shared)
+            units.append(_Unit(src, store / f"{src.stem}-{key[:20]}.o"))
+    return units
+
+
+def _compile(cc: str, unit: _Unit, includes: Sequence[Path]) -> str | None:
+    """Compile ``unit`` unless its object exists; the first error line on failure, else None."""
+    if unit.obj.exists():
+        return None
+    unit.obj.parent.mkdir(parents=True, exist_ok=True)
+    tmp = unit.obj.with_name(f".{unit.obj.name}.{os.getpid()}.tmp")
+    try:
+        done = subprocess.run([cc, *CFLAGS, *(f"-I{d}" for d in includes), "-c", str(unit.source), "-o", str(tmp)],
+                              capture_output=True, text=True)
         if done.returncode != 0:
-            first = next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
-            raise HostBuildError(f"{src}: does not compile for the host: {first}")
-        objects.append(obj)
-    return objects
+            return next((line for line in done.stderr.splitlines() if "error" in line), done.stderr.strip())
+        os.replace(tmp, unit.obj)  # atomic: parallel builds may race to the same object
+        return None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def build_module(pack_dir: str | Path, firmware: Path = FIRMWARE) -> ModuleType:
-    """Compile (or reuse from DIR/build/host) the cffi module of a pack output and import it."""
+    """Compile (or reuse) the cffi module of a pack output and import it.
+
+    Kernel objects are shared between models through object_cache(); the runtime, the model and
+    the module live in DIR/build/host. Every name carries a hash of the sources, headers,
+    compiler and flags it was built from, so nothing stale is ever loaded.
+    """
     import cffi
 
     pack_dir = Path(pack_dir)
-    model_c = pack_dir / "src" / "mcuq_model.c"
-    if not model_c.is_file():
+    if not (pack_dir / "src" / "mcuq_model.c").is_file():
         raise ModelError(f"{pack_dir}: not an mcuq pack output (no src/mcuq_model.c)")
     cc = _compiler()
-    includes = [pack_dir / "src", firmware / "include", firmware / "runtime"]
-    sources = [*firmware_sources(firmware), model_c]
-    missing = next((s for s in sources if not s.is_file()), None)
-    if missing is not None:
-        raise HostBuildError(f"{missing}: firmware source missing")
-    headers = sorted(h for d in includes for h in d.glob("*.h"))
-    name = f"_mcuq_host_{_source_key(cc, [*sources, *headers])}"
+    units = _units(cc, pack_dir, firmware)
+    name = "_mcuq_host_" + _digest(_CDEF, _HOST_PORT, sys.version, *(u.obj.name for u in units))[:16]
     if name in sys.modules:
         return sys.modules[name]
     cache = pack_dir / "build" / "host"
     built = next(cache.glob(f"{name}.*"), None) if cache.is_dir() else None
     if built is None:
-        cache.mkdir(parents=True, exist_ok=True)
+        includes = [pack_dir / "src", firmware / "include", firmware / "runtime"]
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            errors = list(pool.map(lambda u: _compile(cc[0], u, includes), units))
+        for unit, error in zip(units, errors):
+            if error is not None:
+                raise HostBuildError(f"{unit.source}: does not compile for the host: {error}")
         tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=cache))
         try:
             ffi = cffi.FFI()
             ffi.cdef(_CDEF)
             ffi.set_source(name, _HOST_PORT, include_dirs=[str(d) for d in includes],
-                           extra_objects=[str(o) for o in _compile(cc, sources, includes, tmp)])
+                           extra_objects=[str(u.obj) for u in units])
             try:
                 so = Path(ffi.compile(tmpdir=str(tmp)))
             except Exception as e:  # cffi raises distutils/setuptools errors of several types
@@ -151,6 +194,10 @@ def build_module(pack_dir: str | Path, firmware: Path = FIRMWARE) -> ModuleType:
             os.replace(so, built)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        keep = {built, *(u.obj for u in units)}
+        for stale in cache.glob("*"):
+            if stale.is_file() and not stale.name.startswith(".") and stale not in keep:
+                stale.unlink(missing_ok=True)
     spec = importlib.util.spec_from_file_location(name, built)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -160,9 +207,16 @@ def build_module(pack_dir: str | Path, firmware: Path = FIRMWARE) -> ModuleType:
 
 @dataclass(frozen=True)
 class _Slot:
+    """One row of the tensor table as numpy sees it."""
+
     dtype: type
     shape: tuple[int, ...]
     nbytes: int
+
+    @staticmethod
+    def of(entry: Any) -> _Slot:
+        """From an mcuq_tensor_t row."""
+        return _Slot(_DTYPES[entry.dtype], tuple(entry.shape[i] for i in range(entry.rank)), entry.bytes)
 
 
 class HostModel:
@@ -177,7 +231,7 @@ class HostModel:
         self.graph: Graph = load_graph(self.pack_dir / "graph")
         module = build_module(self.pack_dir)
         self.ffi, self.lib = ffi, lib = module.ffi, module.lib
-        self.slots = [_slot(lib.mcuq_tensors[s]) for s in range(lib.MCUQ_NUM_TENSORS)]
+        self.slots = [_Slot.of(lib.mcuq_tensors[s]) for s in range(lib.MCUQ_NUM_TENSORS)]
         nodes = [lib.mcuq_nodes[k] for k in range(lib.MCUQ_NUM_NODES)]
         self.node_inputs = [[int(n.inputs[i]) for i in range(n.num_inputs)] for n in nodes]
         self.node_outputs = [[int(n.outputs[i]) for i in range(n.num_outputs)] for n in nodes]
@@ -186,8 +240,6 @@ class HostModel:
         self.tensor_of_slot = self._slot_map()
         self._raw = ffi.new("uint8_t[]", lib.MCUQ_ARENA_BYTES + ALIGN)
         self.arena = self._raw + (-int(ffi.cast("uintptr_t", self._raw)) % ALIGN)
-        self._status = {getattr(lib, n): n for n in ("MCUQ_OK", "MCUQ_ERR_PARAMS", "MCUQ_ERR_RANGE",
-                                                     "MCUQ_ERR_UNSUPPORTED")}
 
     def _slot_map(self) -> dict[int, int]:
         """Tensor-table slot -> graph tensor index, read off the node table against the graph."""
@@ -225,7 +277,7 @@ class HostModel:
         failed = self.ffi.new("int *", -1)
         status = self.lib.mcuq_run_nodes(self.arena, first, last, counts, failed)
         if status != self.lib.MCUQ_OK:
-            what = f"{self._status.get(status, 'status')} ({status})"
+            what = f"{self.ffi.string(self.ffi.cast('mcuq_status_t', status))} ({status})"
             k = failed[0]
             if not 0 <= k < len(self.graph.nodes):
                 raise KernelError(f"{self.pack_dir}: mcuq_run_nodes({first}, {last}) returned {what}")
@@ -267,10 +319,6 @@ class HostModel:
         counts = self.ffi.new("uint32_t[]", last + 1)
         self._run(0, last, counts)
         return list(counts)
-
-
-def _slot(entry: Any) -> _Slot:
-    return _Slot(_DTYPES[entry.dtype], tuple(entry.shape[i] for i in range(entry.rank)), entry.bytes)
 
 
 def run_host_c(pack_dir: str | Path, inputs: Sequence[np.ndarray], all_tensors: bool = False,
