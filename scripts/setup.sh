@@ -5,7 +5,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-apt_packages=(python3 python3-venv python3-dev gcc)
+# The cross compiler and QEMU build and run the firmware; clang with its runtime fuzzes the parser.
+apt_packages=(python3 python3-venv python3-dev gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+              clang libclang-rt-14-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
