@@ -16,7 +16,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from mcuq.errors import CalibrationError, DeviceError, MismatchError, ModelError
+from mcuq.build import BUILD_SUBDIR
 from mcuq.fixedpoint import quantize_real
+from mcuq.flash import STATE_FILE, running_emulator
 from mcuq.graphfile import load_graph
 from mcuq.ir import NO_TENSOR, Graph
 from mcuq.link import Device, DeviceInfo, LinkError, find_stlink_port
@@ -145,17 +147,12 @@ def resolve_port(pack_dir: Path, port: str | None) -> str:
     """The port to use: ``port``; else the emulator `mcuq flash DIR` started; else an ST-LINK."""
     if port:
         return port
-    state = pack_dir / "build" / "emulator.json"
-    if state.is_file():
-        try:
-            doc = json.loads(state.read_text())
-        except json.JSONDecodeError:
-            raise DeviceError(f"{state}: unreadable emulator state; run mcuq flash {pack_dir} again") from None
-        if "url" in doc:
-            return str(doc["url"])
-        if "port" in doc:
-            return f"socket://127.0.0.1:{int(doc['port'])}"
-        raise DeviceError(f"{state}: no port in the emulator state; run mcuq flash {pack_dir} again")
+    url = running_emulator(pack_dir)
+    if url:
+        return url
+    if (pack_dir / BUILD_SUBDIR / STATE_FILE).exists():
+        raise DeviceError(f"the emulator `mcuq flash {pack_dir}` started has stopped or runs an older build: "
+                          f"run mcuq flash {pack_dir} again")
     return find_stlink_port()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from conftest import model_path
 from fake_device import Fault, FakeDevice, Inject, make_pack
 from mcuq import link
+from mcuq import verify as verify_module
 from mcuq.errors import CalibrationError, DeviceError, MismatchError
 from mcuq.fixedpoint import quantize_real
 from mcuq.graphfile import load_graph
@@ -183,12 +185,15 @@ def test_resolve_port(tmp_path, monkeypatch):
     monkeypatch.setattr(link.serial.tools.list_ports, "comports", lambda: [])
     with pytest.raises(DeviceError, match="no board found"):
         resolve_port(tmp_path, None)
+    monkeypatch.setattr(link.serial.tools.list_ports, "comports",
+                        lambda: [SimpleNamespace(device="/dev/ttyACM0", vid=0x0483)])
+    assert resolve_port(tmp_path, None) == "/dev/ttyACM0"
     (tmp_path / "build").mkdir()
-    (tmp_path / "build" / "emulator.json").write_text(json.dumps({"port": 4567, "pid": 1}))
-    assert resolve_port(tmp_path, None) == "socket://127.0.0.1:4567"
-    (tmp_path / "build" / "emulator.json").write_text("{")
-    with pytest.raises(DeviceError, match="unreadable emulator state"):
+    (tmp_path / "build" / "emulator.json").write_text(json.dumps({"pid": 2 ** 22 + 7, "port": 4567}))
+    with pytest.raises(DeviceError, match="has stopped or runs an older build: run mcuq flash .* again"):
         resolve_port(tmp_path, None)
+    monkeypatch.setattr(verify_module, "running_emulator", lambda d: "socket://127.0.0.1:4567")
+    assert resolve_port(tmp_path, None) == "socket://127.0.0.1:4567"
 
 
 def test_no_emulator_listening(packs, tmp_path):
