@@ -31,7 +31,7 @@ FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 PORT_FILES = {"cmsdk": "port_cmsdk.c", "stm32f4-usart": "port_stm32f4.c", "stm32f7-usart": "port_stm32f7.c"}
 STACK_BYTES = 8 * 1024
 BUILD_SUBDIR = "build"
-BUILD_RECORD = "build.json"  # what was built, for which board
+BUILD_RECORD = "build.json"  # what was built, for which board, with which flags
 KEEP_ACROSS_BUILDS = ("emulator.json", "qemu.log")  # flash's state for a running emulator
 GCC = "arm-none-eabi-gcc"
 INSTALL_HINT = ("install it with `sudo apt-get install --no-install-recommends gcc-arm-none-eabi "
@@ -160,7 +160,8 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         _link(gcc, b, [objects[src] for src in srcs], elf)
         flash_used, ram_used = _sizes(gcc, elf)
         record = {"board": b.name, "flash_used": flash_used, "flash_bytes": b.flash_bytes,
-                  "ram_used": ram_used, "ram_bytes": b.ram_bytes, "mcuq_version": __version__}
+                  "ram_used": ram_used, "ram_bytes": b.ram_bytes, "mcuq_version": __version__,
+                  "cflags": list(flags), "ldflags": [*b.cflags, *LDFLAGS]}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         objcopy = _tool(gcc, "objcopy")
         for fmt, name in (("binary", "firmware.bin"), ("ihex", "firmware.hex")):
