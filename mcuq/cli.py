@@ -178,6 +178,28 @@ def build(pack_dir: str, board: str | None) -> None:
 
 
 @main.command()
+@click.argument("pack_dir", type=click.Path(file_okay=False))
+@click.option("--port", default=None, help="Real board: its serial port (default: the one plugged in). "
+                                           "Emulated board: the TCP port QEMU listens on (default: a free one).")
+def flash(pack_dir: str, port: str | None) -> None:
+    """Load DIR's firmware onto its board, or start it in QEMU in the background; prints its port."""
+    from mcuq.flash import flash as flash_firmware
+
+    click.echo(flash_firmware(pack_dir, port))
+    click.echo(f"now `mcuq verify {pack_dir}` talks to it (`mcuq stop {pack_dir}` ends an emulator)", err=True)
+
+
+@main.command()
+@click.argument("pack_dir", type=click.Path(file_okay=False))
+def stop(pack_dir: str) -> None:
+    """End the emulator `mcuq flash DIR` started."""
+    from mcuq.flash import stop as stop_emulator
+
+    ended = stop_emulator(pack_dir)
+    click.echo(f"stopped the emulator of {pack_dir}" if ended else f"no emulator was running for {pack_dir}")
+
+
+@main.command()
 @click.argument("pack_dir", type=click.Path(file_okay=False), required=False, default=".")
 @click.option("--port", default=None, help="Serial port or URL (default: the running emulator, "
                                            "else an ST-LINK virtual COM port).")

@@ -289,8 +289,10 @@ def test_emulator_state_and_stop(packed, tmp_path):
         second = flash(pack)  # flashing again restarts it
         assert running_emulator(pack) == second
         assert not flash_mod._alive(state["pid"])
+        run = CliRunner().invoke(main, ["stop", str(pack)])
+        assert run.exit_code == 0 and run.output == f"stopped the emulator of {pack}\n"
     finally:
-        assert stop(pack)
+        stop(pack)
     assert running_emulator(pack) is None and not stop(pack)
     assert not (pack / "build" / "emulator.json").exists()
 
