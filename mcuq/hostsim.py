@@ -33,6 +33,7 @@ from mcuq.ir import NO_TENSOR, Graph
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC")
 ALIGN = 16
+GUARD = bytes(range(64))  # written after the arena; a run that changes it wrote out of bounds
 _DTYPES = {0: np.int8, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float32, 5: np.uint8}
 
 # What Python sees of the runtime and the packed tables (cffi checks it against the real headers).
@@ -220,7 +221,8 @@ class _Slot:
 
 
 class HostModel:
-    """A pack output's firmware, compiled for the host, with one 16-byte aligned arena.
+    """A pack output's firmware, compiled for the host, with one 16-byte aligned arena (followed
+    by guard bytes that every run checks).
 
     ``ffi`` and ``lib`` are the cffi module (the runtime API of mcuq_runtime.h and the packed
     tables), ``arena`` the arena pointer, for callers that drive the runtime themselves.
@@ -238,8 +240,10 @@ class HostModel:
         self.input_slots = [int(lib.mcuq_inputs[k].tensor) for k in range(lib.MCUQ_NUM_INPUTS)]
         self.output_slots = [int(lib.mcuq_outputs[k].tensor) for k in range(lib.MCUQ_NUM_OUTPUTS)]
         self.tensor_of_slot = self._slot_map()
-        self._raw = ffi.new("uint8_t[]", lib.MCUQ_ARENA_BYTES + ALIGN)
+        self._raw = ffi.new("uint8_t[]", lib.MCUQ_ARENA_BYTES + ALIGN + len(GUARD))
         self.arena = self._raw + (-int(ffi.cast("uintptr_t", self._raw)) % ALIGN)
+        self._guard = ffi.buffer(self.arena + lib.MCUQ_ARENA_BYTES, len(GUARD))
+        self._guard[:] = GUARD
 
     def _slot_map(self) -> dict[int, int]:
         """Tensor-table slot -> graph tensor index, read off the node table against the graph."""
@@ -276,6 +280,10 @@ class HostModel:
     def _run(self, first: int, last: int, counts: Any) -> None:
         failed = self.ffi.new("int *", -1)
         status = self.lib.mcuq_run_nodes(self.arena, first, last, counts, failed)
+        if self._guard[:] != GUARD:
+            nodes = f"node {first} {self.graph.nodes[first].op}" if first == last else f"nodes {first}..{last}"
+            size = self.lib.MCUQ_ARENA_BYTES
+            raise KernelError(f"{self.pack_dir}: {nodes} wrote past the end of the {size}-byte arena")
         if status != self.lib.MCUQ_OK:
             what = f"{self.ffi.string(self.ffi.cast('mcuq_status_t', status))} ({status})"
             k = failed[0]

@@ -224,3 +224,16 @@ def test_every_dispatch_route_bit_exact(tmp_path):
     model.write_bytes(write_model(dispatch_graph()))
     graph = pack(model, tmp_path / "pack")
     assert_bit_exact(tmp_path / "pack", graph)
+
+
+def test_writes_past_the_arena_are_caught(digits, tmp_path):
+    """A tensor table that reaches past MCUQ_ARENA_BYTES trips the guard bytes after the arena."""
+    pack_dir, graph = digits
+    small = tmp_path / "small"
+    shutil.copytree(pack_dir, small)
+    header = small / "src" / "mcuq_model.h"
+    text = header.read_text()
+    arena = int(text.split("#define MCUQ_ARENA_BYTES ")[1].split()[0])
+    header.write_text(text.replace(f"#define MCUQ_ARENA_BYTES {arena}\n", f"#define MCUQ_ARENA_BYTES {arena - 16}\n"))
+    with pytest.raises(KernelError, match=f"wrote past the end of the {arena - 16}-byte arena"):
+        HostModel(small).run(random_inputs(graph, 0), all_tensors=True)
