@@ -1,7 +1,7 @@
 """Prove the target computes what the host simulator computes, bit for bit, and what it costs.
 
 For each input: write it, run the whole graph, read the outputs, compare with the integer host
-simulator by np.array_equal. On a mismatch, run again to node k = 0, 1, ... and read node k's
+simulator element for element (integers by value, floats by their bits). On a mismatch, run again to node k = 0, 1, ... and read node k's
 outputs to name the first layer that diverges. Per-layer counters (cycles on a chip,
 instructions under QEMU -icount) are averaged over the full runs.
 """
@@ -217,13 +217,19 @@ def _check_firmware(info: DeviceInfo, graph: Graph, manifest: dict, pack_dir: Pa
                             f"rebuild and flash {pack_dir}")
 
 
-def _first_difference(got: np.ndarray, want: np.ndarray) -> tuple[int, float, float, int] | None:
-    """(flat index, got, expected, how many differ) of the first differing element, or None."""
-    if np.array_equal(got, want):
+def first_difference(got: np.ndarray, want: np.ndarray) -> tuple[int, float, float, int] | None:
+    """(flat index, got, expected, how many differ) of the first differing element, or None.
+    Float tensors are compared bit for bit (-0.0 is not 0.0, a NaN equals the same NaN)."""
+    got, want = got.reshape(-1), want.reshape(-1)
+    if got.dtype.kind == "f":
+        bits = f"u{got.dtype.itemsize}"
+        diff = np.flatnonzero(got.view(bits) != want.view(bits))
+    else:
+        diff = np.flatnonzero(got != want)
+    if diff.size == 0:
         return None
-    diff = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
     i = int(diff[0])
-    return i, got.reshape(-1)[i].item(), want.reshape(-1)[i].item(), int(diff.size)
+    return i, got[i].item(), want[i].item(), int(diff.size)
 
 
 class _Session:
@@ -264,7 +270,7 @@ def _localize(session: _Session, sample: int, xs: Sequence[np.ndarray],
     for node in graph.nodes:
         session.run(xs, last_node=node.index)
         for t in node.outputs:
-            found = _first_difference(session.read(t), want[t])
+            found = first_difference(session.read(t), want[t])
             if found:
                 i, got, expected, n = found
                 return Divergence(sample, node.index, str(node.op), graph.tensor(t).name, i, got, expected,
@@ -303,7 +309,7 @@ def verify(pack_dir: str | Path, port: str | None = None, inputs: Sequence[np.nd
             profile += dev.read_profile(len(graph.nodes))
             found = []
             for k, t in enumerate(graph.outputs):
-                diff = _first_difference(session.read(t), want[t])
+                diff = first_difference(session.read(t), want[t])
                 if diff:
                     found.append(OutputMismatch(s, k, graph.tensor(t).name, *diff, graph.tensor(t).size))
             mismatches.extend(found)

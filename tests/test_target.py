@@ -29,10 +29,12 @@ MODELS = {
     "pretrainedResnet_quant": "mlperf-tiny/pretrainedResnet_quant.tflite",
     "hello_world_int8": "tflite-micro/hello_world_int8.tflite",
     "simple_add_model": "tflite-micro/simple_add_model.tflite",
+    "model_ToyCar_quant_fullint": "mlperf-tiny/model_ToyCar_quant_fullint.tflite",  # float32 I/O
 }
 # inputs of 27 KB and more take about 3 s each to write into QEMU's one-byte UART
 COUNT = {"vww_96_int8": 2, "simple_add_model": 2}
-CASES = ([(board, m) for board in ("qemu-m7", "qemu-m4") for m in MODELS]
+CASES = ([(board, m) for board in ("qemu-m7", "qemu-m4") for m in MODELS if m != "model_ToyCar_quant_fullint"]
+         + [("qemu-m7", "model_ToyCar_quant_fullint")]
          + [(board, m) for board in ("qemu-m55", "qemu-stm32f4") for m in ("kws_ref_model", "ad01_int8")])
 
 

@@ -20,11 +20,12 @@ from mcuq.graphfile import load_graph
 from mcuq.link import CounterKind, Kind, LinkError
 from mcuq.simulate import run_integer
 from mcuq.summary import node_macs
-from mcuq.verify import random_samples, resolve_port, tensor_slots, verify
+from mcuq.verify import first_difference, random_samples, resolve_port, tensor_slots, verify
 
 FAST = dict(timeout=0.3, run_timeout=1.0)
 AD01 = "mlperf-tiny/ad01_int8.tflite"
 KWS = "mlperf-tiny/kws_ref_model.tflite"
+TOYCAR = "mlperf-tiny/model_ToyCar_quant_fullint.tflite"  # float32 I/O around QUANTIZE / DEQUANTIZE
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def packs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("name", [AD01, KWS])
+@pytest.mark.parametrize("name", [AD01, KWS, TOYCAR])
 def test_bit_exact_with_counters(packs, name):
     pack = packs(name)
     graph = load_graph(pack / "graph")
@@ -60,6 +61,24 @@ def test_bit_exact_with_counters(packs, name):
     assert d["ok"] is True and d["verdict"].startswith("BIT-EXACT: 4 of 4")
     table = result.format_table()
     assert "instructions" in table and "BIT-EXACT" in table and f"{sum(want):,}" in table
+
+
+def test_random_float_inputs_span_the_quantizer_range(packs):
+    graph = load_graph(packs(TOYCAR) / "graph")
+    (x,) = random_samples(graph, 4, 0)
+    q = graph.tensor(graph.nodes[0].outputs[0]).quant
+    assert x.dtype == np.float32 and x.shape == (4, *graph.input_tensors()[0].shape)
+    codes = np.round(x / q.scale[0]) + q.zero_point[0]
+    assert codes.min() == -128 and codes.max() == 127
+
+
+def test_floats_compare_by_bits():
+    a = np.array([0.0, 1.5, np.nan], np.float32)
+    assert first_difference(a.copy(), a) is None
+    b = a.copy()
+    b[0] = -0.0
+    assert first_difference(b, a)[:2] == (0, -0.0)
+    assert first_difference(np.array([3, 4], np.int8), np.array([3, 5], np.int8)) == (1, 4, 5, 1)
 
 
 def test_given_inputs_float_values_are_quantized(packs):
