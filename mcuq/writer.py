@@ -99,15 +99,20 @@ def _tensor_bytes(t: Tensor) -> bytes:
     """Little-endian payload of a constant tensor (int4 packed two per byte, low nibble first)."""
     if t.data is None or t.data.size == 0:
         return b""
+    if t.data.shape != t.shape:
+        raise ModelError(f"tensor {t.index} '{t.name}': data shape {t.data.shape} is not {t.shape}")
     if t.dtype == "int4":
-        nib = (np.asarray(t.data, np.int64).reshape(-1) & 0xF).astype(np.uint8)
+        values = np.asarray(t.data, np.int64).reshape(-1)
+        if values.min() < -8 or values.max() > 7:
+            raise ModelError(f"tensor {t.index} '{t.name}': int4 data outside [-8, 7]")
+        nib = (values & 0xF).astype(np.uint8)
         if nib.size % 2:
             nib = np.append(nib, np.uint8(0))
         return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8).tobytes()
-    dt = np.dtype(t.dtype)
-    if t.data.shape != t.shape:
-        raise ModelError(f"tensor {t.index} '{t.name}': data shape {t.data.shape} is not {t.shape}")
-    return np.ascontiguousarray(t.data, dt.newbyteorder("<")).tobytes()
+    stored = np.ascontiguousarray(t.data, np.dtype(t.dtype).newbyteorder("<"))
+    if t.data.dtype != stored.dtype and not np.array_equal(stored, t.data):
+        raise ModelError(f"tensor {t.index} '{t.name}': {t.data.dtype} data does not fit {t.dtype}")
+    return stored.tobytes()
 
 
 def _aligned_bytes(b: _Builder, raw: bytes) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tflite
 
+from mcuq.errors import ModelError
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
 from mcuq.reader import read_model, read_model_bytes
 from mcuq.writer import write_model
@@ -130,3 +132,15 @@ def test_opcodes_buffers_int4_state_and_custom() -> None:
     assert [sg.Tensors(i).IsVariable() for i in range(len(t))] == [i == 4 for i in range(len(t))]
     packed = m.Buffers(sg.Tensors(1).Buffer()).DataAsNumpy().tolist()
     assert packed == [0x98, 0xBA, 0xDC, 0xFE, 0x10, 0x32, 0x54, 0x06]  # low nibble first
+
+
+@pytest.mark.parametrize(
+    "dtype, data, words",
+    [("int8", np.array([200]), "does not fit int8"), ("int4", np.array([9]), "outside [-8, 7]"),
+     ("int8", np.zeros((2,), np.int8), "data shape")],
+)
+def test_refuses_constants_it_cannot_store_exactly(dtype: str, data: np.ndarray, words: str) -> None:
+    tensors = (Tensor(0, "c", (1,), dtype, None, data), Tensor(1, "y", (1,), dtype))
+    g = Graph(tensors, (Node(0, Op.RESHAPE, (0,), (1,), {"new_shape": (1,)}),), (), (1,))
+    with pytest.raises(ModelError, match=re.escape(words)):
+        write_model(g)
