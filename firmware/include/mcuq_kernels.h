@@ -278,7 +278,8 @@ mcuq_status_t mcuq_mul_s16(const mcuq_mul_params_t *p, const int16_t *input1, co
 
 /* QUANTIZE, named by the input type. The output is int8_t, int16_t or int32_t per
  * output_bits; MCUQ_ERR_PARAMS for another output_bits (f32 and s32 inputs: 8 or 16 only).
- * From float: NaN gives the type minimum. In place when input and output element sizes match. */
+ * From float: quotients beyond the type range (infinities too) saturate, NaN gives the type
+ * minimum. In place when input and output element sizes match. */
 mcuq_status_t mcuq_quantize_f32(const mcuq_quantize_params_t *p, const float *input, void *output);
 mcuq_status_t mcuq_quantize_s8(const mcuq_quantize_params_t *p, const int8_t *input, void *output);
 mcuq_status_t mcuq_quantize_s16(const mcuq_quantize_params_t *p, const int16_t *input, void *output);

@@ -1,0 +1,32 @@
+/* SOFTMAX int8 -> int16_t along rows, gemmlowp fixed point as TFLM's reference (mcuq_kernels.h). */
+#include "mcuq_kernels.h"
+#include "mcuq_requantize.h"
+#include "mcuq_support.h"
+
+mcuq_status_t mcuq_softmax_s8_s16(const mcuq_softmax_params_t *p, const int8_t *input, int16_t *output)
+{
+    const int32_t lowest = -(INT32_C(1) << (16 - 1));
+    int32_t row, c;
+    if (p->output_bits != 16) {
+        return MCUQ_ERR_PARAMS;
+    }
+    for (row = 0; row < p->rows; row++) {
+        const int8_t *x = input + row * p->depth;
+        int16_t *y = output + row * p->depth;
+        int32_t max, reciprocal, exponent;
+        const mcuq_status_t status = mcuq_softmax_row_scale(p, x, &max, &reciprocal, &exponent);
+        if (status != MCUQ_OK) {
+            return status;
+        }
+        for (c = 0; c < p->depth; c++) {
+            const int32_t d = x[c] - max;
+            int32_t v = lowest;
+            if (d >= p->diff_min) {
+                v = mcuq_rdbpot(mcuq_srdhm(reciprocal, mcuq_softmax_exp(p, d)), exponent) + lowest;
+                v = mcuq_clamp(v, lowest, -lowest - 1);
+            }
+            y[c] = (int16_t)v;
+        }
+    }
+    return MCUQ_OK;
+}

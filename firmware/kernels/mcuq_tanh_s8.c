@@ -1,0 +1,30 @@
+/* TANH int8 -> int8, gemmlowp fixed point on Q4.27 as TFLM's reference (mcuq_kernels.h). */
+#include "mcuq_kernels.h"
+#include "mcuq_requantize.h"
+
+mcuq_status_t mcuq_tanh_s8(const mcuq_tanh_params_t *p, const int8_t *input, int8_t *output)
+{
+    int32_t k;
+    for (k = 0; k < p->size; k++) {
+        const int32_t v = input[k] - p->input_zero_point;
+        int32_t y;
+        if (v <= -p->input_range_radius) {
+            y = -128;
+        } else if (v >= p->input_range_radius) {
+            y = 127;
+        } else {
+            const int32_t a = mcuq_requantize(v, p->input_multiplier, p->input_left_shift);
+            int32_t q0 = 0;
+            if (a != 0) {
+                /* exp(-2|a|): the Q4.27 value read as Q5.26; tanh = (1 - e) / (1 + e) */
+                const int32_t e = mcuq_exp_on_negative_values(a > 0 ? -a : a, 5);
+                const int32_t magnitude =
+                    mcuq_sat_shl(mcuq_add_wrap(mcuq_newton_one_over_one_plus_x(e), -(INT32_C(1) << 29)), 2);
+                q0 = a > 0 ? magnitude : mcuq_wrap32(0u - (uint32_t)magnitude);
+            }
+            y = mcuq_clamp(mcuq_rdbpot(q0, 24), -128, 127);
+        }
+        output[k] = (int8_t)y;
+    }
+    return MCUQ_OK;
+}
