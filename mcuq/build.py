@@ -2,6 +2,8 @@
 port and the packed model, with Debian's arm-none-eabi-gcc, into DIR/build/firmware.{elf,bin,hex}.
 
 Flags come from the board file; the linker script is rendered from the board's memory map.
+newlib-nano is linked without syscall stubs, so firmware that allocates (malloc needs _sbrk) or
+prints does not link.
 Objects are cached by the hash of compiler, flags and preprocessed source, so a second board or a
 second model recompiles only what changed (the model, and files that include its header). The
 build directory is written to a temporary sibling and renamed into place.
@@ -29,7 +31,7 @@ from mcuq.errors import BoardFitError, DeviceError, McuqError, ModelError
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
 PORT_FILES = {"cmsdk": "port_cmsdk.c", "stm32f4-usart": "port_stm32f4.c", "stm32f7-usart": "port_stm32f7.c"}
-STACK_BYTES = 8 * 1024
+STACK_BYTES = 8 * 1024  # reserved below the end of RAM; the kernels need no scratch memory
 BUILD_SUBDIR = "build"
 BUILD_RECORD = "build.json"  # what was built, for which board, with which flags
 KEEP_ACROSS_BUILDS = ("emulator.json", "qemu.log")  # flash's state for a running emulator
@@ -39,6 +41,8 @@ INSTALL_HINT = ("install it with `sudo apt-get install --no-install-recommends g
 CFLAGS = ("-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections",
           "-fno-common")
 LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
+_ERROR = re.compile(r"error|undefined reference", re.IGNORECASE)
+_OVERFLOW = re.compile(r"region `(FLASH|RAM)' overflowed")
 
 Progress = Callable[[int, int], None]  # (done, total) compile steps
 
@@ -190,7 +194,8 @@ def _tool(gcc: str, name: str) -> str:
 def _run(cmd: list[str], what: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()] or proc.stderr.splitlines()
+        lines = [ln for ln in proc.stderr.splitlines() if _ERROR.search(ln) and not ln.startswith("collect2")]
+        lines = lines or proc.stderr.splitlines()
         raise McuqError(f"{what} failed: {lines[0].strip() if lines else f'exit code {proc.returncode}'}")
     return proc
 
@@ -212,7 +217,6 @@ def _compile(gcc: str, flags: tuple[str, ...], src: Path) -> tuple[Path, bool]:
     return obj, True
 
 
-_OVERFLOW = re.compile(r"region `(FLASH|RAM)' overflowed")
 
 
 def _link(gcc: str, board: Board, objects: list[Path], elf: Path) -> None:
@@ -224,6 +228,9 @@ def _link(gcc: str, board: Board, objects: list[Path], elf: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode == 0:
         return
+    if "undefined reference to `_sbrk'" in proc.stderr:
+        raise McuqError(f"linking the firmware for {board.name} failed: something calls malloc (or printf), "
+                        "and mcuq firmware allocates nothing")
     if not _OVERFLOW.search(proc.stderr):
         _run(cmd, f"linking the firmware for {board.name}")
     # Relink with room to spare to learn the real sizes, then report the first misfit.
