@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 INCLUDE = REPO / "firmware" / "include"
 KERNELS = REPO / "firmware" / "kernels"
 STRICT = ["-O2", "-std=c99", "-Wall", "-Wextra", "-Werror"]
+UBSAN = ["-fsanitize=undefined", "-fno-omit-frame-pointer"]  # reports "runtime error: ..." on stderr
 
 # Array wrappers: out[i] = f(args[i]...) for the inline functions under test.
 _WRAPPERS = {
@@ -49,24 +50,29 @@ def _cdef() -> str:
     return f"#define MCUQ_MAX_DIMS ...\n{text}"
 
 
-def build(tmp: Path) -> tuple[cffi.FFI, Any]:
-    """Compile every kernel (strict flags) and the wrapper module in ``tmp``; return (ffi, lib)."""
+def build(tmp: Path, sanitize: bool = False) -> tuple[cffi.FFI, Any]:
+    """Compile every kernel (strict flags; with UBSan if ``sanitize``) and the wrapper module in
+    ``tmp``; return (ffi, lib)."""
+    extra = UBSAN if sanitize else []
     objects = tmp / "objects"
     objects.mkdir(parents=True, exist_ok=True)
     sources = sorted(KERNELS.glob("*.c"))
-    subprocess.run(["gcc", *STRICT, "-fPIC", "-I", str(INCLUDE), "-I", str(KERNELS), "-c", *map(str, sources)],
+    subprocess.run(["gcc", *STRICT, *extra, "-fPIC", "-I", str(INCLUDE), "-c", *map(str, sources)],
                    cwd=objects, check=True)
     wrappers = [_wrapper(name, *spec) for name, spec in _WRAPPERS.items()]
     ffi = cffi.FFI()
     ffi.cdef(_cdef() + "\n" + "\n".join(d for d, _ in wrappers))
+    name = "_mcuq_kernels_ubsan" if sanitize else "_mcuq_kernels_host"
     ffi.set_source(
-        "_mcuq_kernels_host",
+        name,
         '#include "mcuq_kernels.h"\n#include "mcuq_requantize.h"\n' + "\n".join(s for _, s in wrappers),
         include_dirs=[str(INCLUDE)],
         extra_objects=[str(objects / (s.stem + ".o")) for s in sources],
+        extra_compile_args=extra,
+        extra_link_args=extra,
     )
     so = ffi.compile(tmpdir=str(tmp))
-    spec = importlib.util.spec_from_file_location("_mcuq_kernels_host", so)
+    spec = importlib.util.spec_from_file_location(name, so)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.ffi, module.lib

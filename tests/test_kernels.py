@@ -4,7 +4,8 @@ Each case is a seeded one-node ir.Graph with random shapes, strides, paddings, d
 multipliers, per-channel quantization, fused activations and broadcasting. Its Params come from
 the simulator's own prepare_<op> and are handed to C unchanged; outputs must be np.array_equal,
 and a failure names (op, case, index, got, expected). The requantize header is checked against
-mcuq.fixedpoint on random and extreme arguments, and every kernel compiles for the boards' cores.
+mcuq.fixedpoint on random and extreme arguments, everything runs once more under UBSan, and
+every kernel compiles for the boards' cores.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mcuq.simulate.conv import mbqm64
 from mcuq.simulate.integer import KERNELS as SIMULATOR
 
 CASES = 40
+UBSAN_CASES = 8
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 SUFFIX = {"int8": "s8", "int16": "s16", "int32": "s32", "float32": "f32"}
 UNIFORM_STD = {"int8": 74.0, "int16": 18900.0}  # std of uniform values over the type range
@@ -36,6 +38,15 @@ UNIFORM_STD = {"int8": 74.0, "int16": 18900.0}  # std of uniform values over the
 def c(tmp_path_factory):
     """(ffi, lib) of the kernels built once per test session (per worker)."""
     return build(tmp_path_factory.mktemp("kernels"))
+
+
+@pytest.fixture(scope="session")
+def c_ubsan(tmp_path_factory):
+    """The same, built with -fsanitize=undefined (skips when the compiler has no UBSan runtime)."""
+    try:
+        return build(tmp_path_factory.mktemp("kernels_ubsan"), sanitize=True)
+    except Exception as e:  # noqa: BLE001 - any build failure means no sanitizer here
+        pytest.skip(f"no UBSan build: {e}")
 
 
 # ---- single-op graphs ------------------------------------------------------------------------
@@ -90,7 +101,7 @@ class Builder:
         return str(self.rng.choice(ACTIVATIONS))
 
 
-def _conv_geometry(b: Builder, k: int, depthwise: bool) -> dict:
+def _conv_geometry(b: Builder, k: int) -> dict:
     r = b.rng
     kh, kw = (int(v) for v in r.integers(1, 5, 2))
     stride = [int(v) for v in r.integers(1, 4, 2)]
@@ -121,7 +132,7 @@ def _bias(b: Builder, dtype: str, channels: int, int16_choices=("int32", "int64"
 
 
 def gen_conv(b: Builder, k: int, dtype: str) -> Case:
-    g = _conv_geometry(b, k, False)
+    g = _conv_geometry(b, k)
     groups = int(b.rng.choice([1, 1, 2, 3]))
     icf, ocg = int(b.rng.integers(1, 5)), int(b.rng.integers(1, 4))
     ic, oc = groups * icf, groups * ocg
@@ -136,7 +147,7 @@ def gen_conv(b: Builder, k: int, dtype: str) -> Case:
 
 
 def gen_depthwise(b: Builder, k: int, dtype: str) -> Case:
-    g = _conv_geometry(b, k, True)
+    g = _conv_geometry(b, k)
     ic, dm = int(b.rng.integers(1, 6)), int(b.rng.integers(1, 4))
     oc = ic * dm
     s_in = b.scale(0.005, 0.1)
@@ -388,10 +399,9 @@ def first_mismatch(kernel: str, k: int, got: np.ndarray, want: np.ndarray) -> st
     return f"{kernel} case {k} index {idx}: got {got[idx]}, expected {want[idx]} ({n_bad} of {got.size} differ)"
 
 
-@pytest.mark.parametrize("kernel", sorted(GENERATORS))
-def test_kernel_matches_simulator(c, kernel: str) -> None:
+def check_kernel(c, kernel: str, cases: int) -> None:
     rng = np.random.default_rng([7, sorted(GENERATORS).index(kernel)])
-    for k in range(CASES):
+    for k in range(cases):
         case = GENERATORS[kernel](Builder(rng), k)
         node = case.graph.nodes[0]
         prepare, evaluate = SIMULATOR[node.op]
@@ -401,6 +411,11 @@ def test_kernel_matches_simulator(c, kernel: str) -> None:
         status, got = run_c(c, case.graph, params, args)
         assert status == 0, f"{kernel} case {k}: status {status}"
         assert (msg := first_mismatch(kernel, k, got, want)) is None, msg
+
+
+@pytest.mark.parametrize("kernel", sorted(GENERATORS))
+def test_kernel_matches_simulator(c, kernel: str) -> None:
+    check_kernel(c, kernel, CASES)
 
 
 def test_kernels_report_contract_violations(c) -> None:
@@ -502,6 +517,18 @@ def test_gemmlowp_functions_equal_simulator(c) -> None:
     _assert_equal("one_over_one_plus_x", (z,), _call(c, "one_over_one_plus_x", z), nonlinear._one_over_one_plus_x(z))
     _assert_equal("newton_one_over_one_plus_x", (z,), _call(c, "newton_one_over_one_plus_x", z),
                   nonlinear._newton_one_over_one_plus_x(z))
+
+
+def test_no_undefined_behaviour(c_ubsan, capfd) -> None:
+    """The kernel cases and the fixed-point comparisons again, built with UBSan: no report."""
+    for kernel in sorted(GENERATORS):
+        check_kernel(c_ubsan, kernel, UBSAN_CASES)
+    test_kernels_report_contract_violations(c_ubsan)
+    test_requantize_equals_fixedpoint_mbqm(c_ubsan)
+    test_requantize64_equals_simulator_mbqm64(c_ubsan)
+    test_gemmlowp_functions_equal_simulator(c_ubsan)
+    reports = [line for line in capfd.readouterr().err.splitlines() if "runtime error" in line]
+    assert not reports, f"{len(reports)} UBSan report(s), first: {reports[0]}"
 
 
 # ---- cross-compilation -----------------------------------------------------------------------
