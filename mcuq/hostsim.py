@@ -176,6 +176,7 @@ def build_module(pack_dir: str | Path, firmware: Path = FIRMWARE) -> ModuleType:
     built = next(cache.glob(f"{name}.*"), None) if cache.is_dir() else None
     if built is None:
         includes = [pack_dir / "src", firmware / "include", firmware / "runtime"]
+        cache.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
             errors = list(pool.map(lambda u: _compile(cc[0], u, includes), units))
         for unit, error in zip(units, errors):
