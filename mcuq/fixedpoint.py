@@ -104,6 +104,10 @@ def round_half_away_array(v) -> np.ndarray:
 
 
 def quantize_real(x, scale: float, zero_point: int, dtype: str) -> np.ndarray:
-    """TFLM AffineQuantize: clamp(round_half_away(float32(x) / float32(scale)) + zp)."""
+    """TFLM AffineQuantize: clamp(round_half_away(float32(x) / float32(scale)) + zp).
+
+    Out-of-range values (and infinities) saturate like the C kernel; NaN gives the type minimum.
+    """
     q = np.asarray(x, np.float32) / np.float32(scale)
+    q = np.nan_to_num(np.clip(q, -(2.0 ** 40), 2.0 ** 40), nan=-(2.0 ** 40))
     return saturate(round_half_away_array(q) + zero_point, dtype)
