@@ -69,14 +69,17 @@ def stop(pack_dir: str | Path) -> bool:
     if state is None or not _is_our_qemu(state):
         return False
     pid = state["pid"]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = float("inf")
-        time.sleep(0.02)
-    return True
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return True
+            time.sleep(0.02)
+    raise DeviceError(f"the emulator (pid {pid}) does not end, even after SIGKILL")
 
 
 def running_emulator(pack_dir: str | Path) -> str | None:
@@ -171,10 +174,10 @@ def _alive(pid: int) -> bool:
         del _children[pid]
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie has ended; its parent reaps it
 
 
 def _is_our_qemu(state: dict) -> bool:
