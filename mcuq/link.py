@@ -178,7 +178,7 @@ class Device:
     def open(cls, port: str, timeout: float = 2.0, run_timeout: float = 60.0, retries: int = 3) -> "Device":
         """Open a pyserial URL or device path (/dev/ttyACM0, socket://127.0.0.1:PORT, loop://)."""
         try:
-            ser = serial.serial_for_url(port, baudrate=115200, timeout=POLL, write_timeout=timeout)
+            ser = serial.serial_for_url(port, baudrate=115200, timeout=POLL, write_timeout=timeout, exclusive=True)
         except (serial.SerialException, ValueError, OSError) as e:
             raise DeviceError(f"cannot open {port}: {_why_not_open(e)}") from None
         return cls(ser, port, timeout, run_timeout, retries)
@@ -399,6 +399,8 @@ def _why_not_open(e: Exception) -> str:
         return "connection refused (is the emulator running? mcuq flash DIR starts it)"
     if "No such file" in text or "Errno 2" in text:
         return "no such port (is the board plugged in?)"
+    if "exclusively lock" in text:
+        return "in use by another program (a serial terminal?)"
     if "Permission denied" in text:
         return "permission denied (add yourself to the dialout group)"
     return text

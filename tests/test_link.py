@@ -3,6 +3,8 @@ either recovering (same bytes as the host simulator) or ending in one clear erro
 
 from __future__ import annotations
 
+import os
+import pty
 import socket
 import struct
 import threading
@@ -230,3 +232,13 @@ def test_find_stlink_port(monkeypatch):
     monkeypatch.setattr(link.serial.tools.list_ports, "comports", lambda: ports + ports[1:])
     with pytest.raises(DeviceError, match="several ST-LINK"):
         link.find_stlink_port()
+
+
+def test_port_in_use_is_named():
+    master, slave = pty.openpty()
+    name = os.ttyname(slave)
+    with Device.open(name):
+        with pytest.raises(DeviceError, match="in use by another program"):
+            Device.open(name)
+    os.close(master)
+    os.close(slave)
