@@ -149,17 +149,21 @@ def parse_info(p: bytes) -> dict:
 
 
 @pytest.fixture
-def emulator():
-    """Start the emulator for a built pack dir; stopped at teardown whatever happens."""
-    started = []
-
-    def start(pack_dir: Path) -> Client:
-        url = flash(pack_dir)
-        started.append(pack_dir)
-        return Client(url)
-    yield start
-    for pack_dir in started:
+def stopped():
+    """Pack dirs whose emulator is stopped at teardown, whatever happens in the test."""
+    dirs: list[Path] = []
+    yield dirs
+    for pack_dir in dirs:
         stop(pack_dir)
+
+
+@pytest.fixture
+def emulator(stopped):
+    """Start the emulator for a built pack dir and connect to it."""
+    def start(pack_dir: Path) -> Client:
+        stopped.append(pack_dir)
+        return Client(flash(pack_dir))
+    return start
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -276,30 +280,29 @@ def test_boots_and_answers_on_qemu(packed, tmp_path, emulator, board):
 
 
 @needs_qemu
-def test_emulator_state_and_stop(packed, tmp_path):
+def test_emulator_state_and_stop(packed, tmp_path, stopped):
     pack = copy_pack(packed, tmp_path / "pack")
+    stopped.append(pack)
     build(pack, "qemu-m7")
     url = flash(pack)
-    try:
-        assert running_emulator(pack) == url and url.startswith("socket://127.0.0.1:")
-        state = json.loads((pack / "build" / "emulator.json").read_text())
-        assert state["url"] == url and state["board"] == "qemu-m7"
-        build(pack, "qemu-m7")  # a rebuild keeps the state, and the running ELF is the same
-        assert running_emulator(pack) == url
-        second = flash(pack)  # flashing again restarts it
-        assert running_emulator(pack) == second
-        assert not flash_mod._alive(state["pid"])
-        run = CliRunner().invoke(main, ["stop", str(pack)])
-        assert run.exit_code == 0 and run.output == f"stopped the emulator of {pack}\n"
-    finally:
-        stop(pack)
+    assert running_emulator(pack) == url and url.startswith("socket://127.0.0.1:")
+    state = json.loads((pack / "build" / "emulator.json").read_text())
+    assert state["url"] == url and state["board"] == "qemu-m7"
+    build(pack, "qemu-m7")  # a rebuild keeps the state, and the running ELF is the same
+    assert running_emulator(pack) == url
+    second = flash(pack)  # flashing again restarts it
+    assert running_emulator(pack) == second
+    assert not flash_mod._alive(state["pid"])
+    run = CliRunner().invoke(main, ["stop", str(pack)])
+    assert run.exit_code == 0 and run.output == f"stopped the emulator of {pack}\n"
     assert running_emulator(pack) is None and not stop(pack)
     assert not (pack / "build" / "emulator.json").exists()
 
 
 @needs_qemu
-def test_emulator_that_dies_at_start_is_reported(packed, tmp_path, monkeypatch):
+def test_emulator_that_dies_at_start_is_reported(packed, tmp_path, monkeypatch, stopped):
     pack = copy_pack(packed, tmp_path / "pack")
+    stopped.append(pack)
     build(pack, "qemu-m4")
     m4 = load_board("qemu-m4")
     monkeypatch.setattr(flash_mod, "load_board", lambda name: dataclasses.replace(m4, qemu_machine="mps9-nope"))
@@ -310,8 +313,9 @@ def test_emulator_that_dies_at_start_is_reported(packed, tmp_path, monkeypatch):
 
 
 @needs_qemu
-def test_broken_elf_is_refused_before_qemu_starts(packed, tmp_path):
+def test_broken_elf_is_refused_before_qemu_starts(packed, tmp_path, stopped):
     pack = copy_pack(packed, tmp_path / "pack")
+    stopped.append(pack)
     build(pack, "qemu-m4")
     (pack / "build" / "firmware.elf").write_bytes(b"not an ELF")
     with pytest.raises(DeviceError, match=r"firmware.elf: not a 32-bit little-endian ARM ELF; rebuild it"):
