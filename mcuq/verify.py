@@ -26,6 +26,7 @@ from mcuq.simulate import prepare_graph, run_integer
 from mcuq.summary import node_macs
 
 DEFAULT_COUNT = 10
+SHOWN_MISMATCHES = 5  # differing outputs format_table lists (to_dict has all)
 RUN_RETRIES = 2  # a lost RUN response: write the inputs again and run again
 Progress = Callable[[int, int], None]
 
@@ -128,9 +129,11 @@ class VerifyResult:
         macs = sum(c.macs for c in self.layers)
         per = f"{self.total / macs:.2f}" if macs else "-"
         lines.append(f"{'':>3}  {'total':<20} {macs:>11,} {self.total:>14,.0f} {per:>10}")
-        for m in self.mismatches:
+        for m in self.mismatches[:SHOWN_MISMATCHES]:
             lines.append(f"input {m.sample} output {m.output} '{m.tensor}' flat index {m.flat_index}: "
                          f"got {m.got:g}, expected {m.expected:g} ({m.differing} of {m.size} differ)")
+        if len(self.mismatches) > SHOWN_MISMATCHES:
+            lines.append(f"... and {len(self.mismatches) - SHOWN_MISMATCHES} more differing outputs")
         lines.append(self.verdict)
         return "\n".join(lines)
 

@@ -124,6 +124,8 @@ def test_wrong_layer_is_named(packs, name, layer):
     assert f"layer {layer} ({node.op})" in result.verdict
     assert result.verdict.startswith(f"MISMATCH: {3 - result.exact} of 3")
     assert json.loads(json.dumps(result.to_dict()))["divergence"]["layer"] == layer
+    shown = [line for line in result.format_table().splitlines() if line.startswith("input ")]
+    assert len(shown) == len(result.mismatches) == 3 - result.exact
     assert elapsed < 10
 
 
