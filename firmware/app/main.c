@@ -1,5 +1,6 @@
 /* The mcuq firmware: greet the host with HELLO, then answer its requests (docs/protocol.md)
- * one at a time, running the packed model (mcuq_model.c) with the runtime on a static arena. */
+ * one at a time, running the packed model (mcuq_model.c) with the runtime on a static arena.
+ * The build defines MCUQ_BOARD and MCUQ_FIRMWARE_VERSION (see firmware/ports/mcuq_port.h). */
 #include <stdint.h>
 #include <string.h>
 
@@ -10,10 +11,6 @@
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tensors and counts go on the wire as they lie in memory: little endian only"
-#endif
-
-#ifndef MCUQ_FIRMWARE_VERSION
-#define MCUQ_FIRMWARE_VERSION "dev"
 #endif
 
 #define NAME_BYTES 16u
@@ -28,7 +25,7 @@
 #error "too many graph inputs and outputs for one INFO frame"
 #endif
 
-static uint8_t arena[MCUQ_ARENA_BYTES > 0 ? MCUQ_ARENA_BYTES : 1] __attribute__((aligned(16)));
+static uint8_t arena[MCUQ_ARENA_BYTES > 0 ? MCUQ_ARENA_BYTES : 1] __attribute__((aligned(MCUQ_ARENA_ALIGN)));
 static uint32_t node_counts[MCUQ_NUM_NODES];
 static uint8_t info[INFO_BYTES];
 static mcuq_parser_t parser;

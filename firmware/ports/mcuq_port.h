@@ -8,6 +8,7 @@
  *   MCUQ_BOARD          board name, a string literal
  *   MCUQ_EMULATED       1 on QEMU boards: count instructions with SysTick (QEMU has no CYCCNT)
  *   MCUQ_BOARD_<NAME>   the board name in upper case, '-' as '_', for board-specific pins
+ *   MCUQ_FIRMWARE_VERSION  the mcuq version, a string literal (INFO reports it)
  */
 #ifndef MCUQ_PORT_H
 #define MCUQ_PORT_H
