@@ -155,7 +155,7 @@ void mcuq_port_init(void)
     caches_on();
     GPIO_CLOCKS_ON();
     UART_CLOCK_ON();
-    (void)RCC_APB2ENR;
+    (void)RCC_AHB1ENR; /* read back: the clocks run before the GPIO and USART writes below */
     pin_af7(TX_PORT, TX_PIN);
     pin_af7(RX_PORT, RX_PIN);
     GPIO_PUPDR(RX_PORT) = (GPIO_PUPDR(RX_PORT) & ~(3u << (2u * RX_PIN))) | (GPIO_PULL_UP << (2u * RX_PIN));
