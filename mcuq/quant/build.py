@@ -58,6 +58,7 @@ class Plan:
     method: RangeMethod
     acts: Mapping[int, Quant]  # float-graph tensor index -> int8 quantization
     layers: tuple[Layer, ...]
+    input_means: Mapping[int, np.ndarray]  # layer node -> mean of its float input over calibration
 
 
 def make_plan(fg: Graph, stats: dict[int, TensorStats], scheme: Scheme, rules: Rules, method: RangeMethod,
@@ -68,7 +69,8 @@ def make_plan(fg: Graph, stats: dict[int, TensorStats], scheme: Scheme, rules: R
               n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] != NO_TENSOR else None)
         for n in fg.nodes if n.op in CHANNEL_AXIS)
     acts = _activation_quants(fg, stats, rules, method, weights)
-    return Plan(fg, scheme, rules, method, acts, layers)
+    means = {layer.node: stats[fg.nodes[layer.node].inputs[0]].mean() for layer in layers}
+    return Plan(fg, scheme, rules, method, acts, layers, means)
 
 
 def _activation_quants(fg: Graph, stats: dict[int, TensorStats], rules: Rules, method: RangeMethod,
@@ -136,10 +138,12 @@ def build(plan: Plan, bits: Mapping[int, int], warn: Warn) -> Graph:
         nbits = bits.get(layer.node, 8)
         if nbits not in WEIGHT_QMAX or (nbits == 4 and not int4_allowed(layer)):
             raise UnsupportedOpError(f"{fg.name}: node {layer.node} ({layer.op}) cannot take {nbits}-bit weights")
-        wq = _weights(fg.tensor(layer.weights), node, plan, b, nbits, warn)
+        w = fg.tensor(layer.weights)
+        wq = _weights(w, node, plan, b, nbits, warn)
         _put(tensors, wq, node)
         if b is not None:
-            _put(tensors, _bias(b, plan.acts[node.inputs[0]].scale[0], wq.quant), node)
+            shift = _bias_shift(node, w.data, wq, plan.input_means[layer.node])
+            _put(tensors, _bias(b, b.data - shift, plan.acts[node.inputs[0]].scale[0], wq.quant), node)
     for t in fg.tensors:
         if t.index in tensors or t.index not in plan.acts:
             continue
@@ -180,6 +184,10 @@ def _weights(w: Tensor, node: Node, plan: Plan, bias: Tensor | None, bits: int, 
     if not per_channel:
         absmax, floor = absmax.max(initial=0.0, keepdims=True), floor.max(initial=0.0, keepdims=True)
     scales = _best_scales(data, None if not per_channel else axis, absmax, floor, qmax, plan)
+    # A channel whose multiplier TFLM would flush to 0 (its weights are all ~0) gets scale s_out / s_in
+    # instead: multiplier 1, weights 0, the bias passes through in output units.
+    s_out = plan.acts[node.outputs[0]].scale[0]
+    scales = np.where(scales.astype(np.float64) * s_in / s_out < 2.0 ** -31, np.float32(s_out / s_in), scales)
     x_max = max(INT8_MAX - xq.zero_point[0], xq.zero_point[0] - INT8_MIN)
     while True:
         shape = [1] * data.ndim
@@ -213,11 +221,34 @@ def _best_scales(data: np.ndarray, axis: int | None, absmax: np.ndarray, floor: 
     return best_channel_scales(data, axis, cands, qmax)
 
 
-def _bias(b: Tensor, s_in: float, wq: Quant) -> Tensor:
-    """int32 bias with scale float32(s_in * s_w[c]), zero point 0."""
+def _bias_shift(node: Node, w: np.ndarray, wq: Tensor, mean: np.ndarray | None) -> np.ndarray:
+    """Expected output shift the weights' rounding causes, (Wq - W) . E[x] per output channel.
+
+    Subtracted from the bias (bias correction): the rounding error of a channel's weights is the
+    same at every position, so its mean effect is systematic, and averaging layers (pooling,
+    mean) would otherwise keep it. E[x] per input channel over all positions and calibration
+    samples (padding ignored). Fully connected layers are left alone: their per-element means
+    come from as many values as there are samples and overfit small calibration sets.
+    """
+    q = wq.data.astype(np.float64)
+    scales = np.asarray(wq.quant.scale, np.float64)
+    if mean is None or node.op == Op.FULLY_CONNECTED:
+        return np.zeros(q.shape[CHANNEL_AXIS[node.op]])
+    mu = mean.reshape(-1, mean.shape[-1]).mean(axis=0)  # per input channel (NHWC)
+    if node.op == Op.DEPTHWISE_CONV_2D:
+        dw = q * scales - w
+        return dw.sum(axis=(0, 1, 2)) * np.repeat(mu, w.shape[3] // len(mu))
+    if w.shape[3] != len(mu):  # grouped convolution: left uncorrected
+        return np.zeros(w.shape[0])
+    dw = q * scales[:, None, None, None] - w
+    return dw.sum(axis=(1, 2)) @ mu
+
+
+def _bias(b: Tensor, real: np.ndarray, s_in: float, wq: Quant) -> Tensor:
+    """int32 bias holding ``real`` with scale float32(s_in * s_w[c]), zero point 0."""
     scales = np.array([f32(s_in * s) for s in wq.scale], np.float64)
     info = np.iinfo(np.int32)
-    q = round_half_away_array(b.data.astype(np.float64) / scales)
+    q = round_half_away_array(real.astype(np.float64) / scales)
     q = np.clip(q, info.min, info.max).astype(np.int32)
     q.setflags(write=False)
     quant = Quant(tuple(float(s) for s in scales), (0,) * len(scales), 0)

@@ -49,13 +49,18 @@ def range_method_of(method: RangeMethod | str) -> RangeMethod:
 
 @dataclass
 class TensorStats:
-    """Running min/max of one tensor over the calibration set and a sample of its values."""
+    """Running min/max and elementwise sum of one tensor over the calibration set, and a sample of
+    its values."""
 
     lo: float = math.inf
     hi: float = -math.inf
     chunks: list[np.ndarray] | None = None
+    total: np.ndarray | None = None
+    count: int = 0
 
     def add(self, v: np.ndarray, rng: np.random.Generator) -> None:
+        self.total = v.astype(np.float64) if self.total is None else self.total + v
+        self.count += 1
         flat = v.reshape(-1)
         self.lo = min(self.lo, float(flat.min()))
         self.hi = max(self.hi, float(flat.max()))
@@ -64,6 +69,10 @@ class TensorStats:
         if self.chunks is None:
             self.chunks = []
         self.chunks.append(flat.astype(np.float32))
+
+    def mean(self) -> np.ndarray | None:
+        """The tensor's elementwise mean over the calibration samples (None for constants)."""
+        return None if self.total is None else self.total / self.count
 
     def values(self) -> np.ndarray:
         """The sampled values, the exact extremes included."""
