@@ -170,7 +170,8 @@ raw numbers in `bench/results/quant_report.json`. Do not edit by hand: rerun the
 ## What is measured
 
 For each float model in `../shared/models`, `mcuq.quant.quantize` (scheme `tflite`: per-tensor
-asymmetric int8 activations from calibration min/max, per-channel symmetric int8 weights, int32
+asymmetric int8 activations whose clipping range is chosen from calibration data by the default
+`mse` range method, per-channel symmetric int8 weights with bias correction, int32
 biases) builds the int8-only graph. Its outputs come from `mcuq.simulate.run_integer`, which is
 bit-exact with TensorFlow Lite Micro (tests/test_quant.py asserts it per model, every tensor),
 and are dequantized and compared with `mcuq.simulate.run_float`. The last column re-checks that
@@ -216,8 +217,8 @@ How decided the float classifiers are on these synthetic inputs:
   spread ResNet-8 outputs are the harder and more telling case.
 - Top-1 on a few dozen synthetic samples is a smoke signal, not an accuracy figure: no labelled
   data set of the benchmark tasks is available offline.
-- Calibration uses plain min/max (Jacob et al.); percentile or MSE-optimal range selection
-  (Zhao et al.) trades clipping for resolution and is a possible improvement.
+- The power-of-two scheme, other range methods and per-layer weight bitwidths are compared in
+  [accuracy.md](accuracy.md) (`python bench/accuracy.py`).
 """
 
 

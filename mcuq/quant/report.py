@@ -158,6 +158,7 @@ def plot_sqnr(report: QuantReport, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     path = Path(path)
     rows = report.layers
@@ -167,6 +168,8 @@ def plot_sqnr(report: QuantReport, path: str | Path) -> Path:
     colors = ["tab:orange" if r.weight_bits == 4 else "tab:blue" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 4.0))
     ax.bar(range(len(rows)), values, color=colors)
+    ax.legend(handles=[Patch(color="tab:blue", label="8-bit or no weights"),
+                       Patch(color="tab:orange", label="4-bit weights")], fontsize=7, loc="lower right")
     ax.set_xticks(range(len(rows)), [f"{r.node} {r.op}" for r in rows], rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("SQNR (dB), float vs integer")
     title = f"{report.model}: {report.scheme}"
