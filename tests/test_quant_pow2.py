@@ -364,3 +364,20 @@ def test_load_eval_data(tmp_path: Path) -> None:
         load_eval_data(tmp_path / "noin.npz", g)
     with pytest.raises(CalibrationError, match=r"absent.npz: no such file"):
         load_eval_data(tmp_path / "absent.npz", g)
+
+
+def test_bias_correction_moves_conv_biases_by_the_mean_rounding_effect() -> None:
+    """Conv bias shifts by (Wq - W) . E[x] per channel; fully connected biases are left alone."""
+    g, calib, ev = digits()
+    on = quantize(g, [calib], Scheme.POW2)
+    off = quantize(g, [calib], Scheme.POW2, bias_correction=False)
+    conv1, fc = on.graph.nodes[0], on.graph.nodes[3]
+    assert np.array_equal(on.graph.tensor(fc.inputs[2]).data, off.graph.tensor(fc.inputs[2]).data)
+    b_on, b_off = (r.graph.tensor(conv1.inputs[2]) for r in (on, off))
+    w = g.tensor(g.nodes[0].inputs[1]).data.astype(np.float64)  # [8, 3, 3, 1]
+    wq = on.graph.tensor(conv1.inputs[1])
+    dw = wq.data * np.asarray(wq.quant.scale)[:, None, None, None] - w
+    mean_x = float(np.mean(calib))  # one input channel
+    want = -(dw.sum(axis=(1, 2, 3)) * mean_x) / np.asarray(b_on.quant.scale)
+    assert np.abs((b_on.data.astype(np.int64) - b_off.data) - want).max() <= 1.0
+    assert not np.array_equal(b_on.data, b_off.data)

@@ -58,18 +58,19 @@ class Plan:
     method: RangeMethod
     acts: Mapping[int, Quant]  # float-graph tensor index -> int8 quantization
     layers: tuple[Layer, ...]
-    input_means: Mapping[int, np.ndarray]  # layer node -> mean of its float input over calibration
+    input_means: Mapping[int, np.ndarray | None]  # layer node -> mean float input (None: no bias correction)
 
 
 def make_plan(fg: Graph, stats: dict[int, TensorStats], scheme: Scheme, rules: Rules, method: RangeMethod,
-              weights: set[int]) -> Plan:
+              weights: set[int], bias_correction: bool) -> Plan:
     """Activation quantizations of every float activation and activation constant, and the layers."""
     layers = tuple(
         Layer(n.index, n.op, fg.tensor(n.outputs[0]).name, n.inputs[1],
               n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] != NO_TENSOR else None)
         for n in fg.nodes if n.op in CHANNEL_AXIS)
     acts = _activation_quants(fg, stats, rules, method, weights)
-    means = {layer.node: stats[fg.nodes[layer.node].inputs[0]].mean() for layer in layers}
+    means = {layer.node: stats[fg.nodes[layer.node].inputs[0]].mean() if bias_correction else None
+             for layer in layers}
     return Plan(fg, scheme, rules, method, acts, layers, means)
 
 

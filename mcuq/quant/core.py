@@ -53,6 +53,7 @@ def quantize(
     range_method: RangeMethod | str = DEFAULT_RANGE_METHOD,
     eval_data: EvalData | None = None,
     budget: Budget | None = None,
+    bias_correction: bool = True,
 ) -> QuantResult:
     """Quantize a float graph to int8 with calibration data (one [N, *shape] array per input).
 
@@ -61,6 +62,7 @@ def quantize(
     DEFAULT_INPUT_RANGE, and says so through ``warn``. With ``eval_data`` the report (accuracy,
     per-layer SQNR) is measured on it, else on the calibration samples. With ``budget`` the
     weights of each layer are 8 or 4 bits, searched on the calibration samples.
+    ``bias_correction`` subtracts the mean effect of weight rounding from conv/depthwise biases.
     """
     scheme = scheme_of(scheme)
     method = range_method_of(range_method)
@@ -77,7 +79,7 @@ def quantize(
         eval_samples = check_samples(fg, eval_data.inputs, "evaluation data")
         labels = check_labels(fg, eval_samples, eval_data.labels, "evaluation data")
     stats, float_outs = observe(fg, samples, progress)
-    plan = make_plan(fg, stats, scheme, RULES[scheme], method, weights)
+    plan = make_plan(fg, stats, scheme, RULES[scheme], method, weights, bias_correction)
     search = None
     if budget is None:
         qg = build(plan, {}, warn)
