@@ -25,7 +25,7 @@ from mcuq.quant import (
 from mcuq.quant.ranges import TensorStats, choose_activation, quant_mse
 from mcuq.quant.scheme import RULES, is_pow2
 from mcuq.reader import read_model
-from mcuq.simulate import prepare_graph, run_integer
+from mcuq.simulate import prepare_graph
 from test_quant import (
     MODELS, SHARED, assert_bit_exact_in_tflm, calibration, int8_inputs, ok_calib, two_input_graph, zoo_graph,
 )

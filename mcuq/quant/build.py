@@ -55,7 +55,6 @@ class Plan:
     fg: Graph
     scheme: Scheme
     rules: Rules
-    method: RangeMethod
     acts: Mapping[int, Quant]  # float-graph tensor index -> int8 quantization
     layers: tuple[Layer, ...]
     input_means: Mapping[int, np.ndarray | None]  # layer node -> mean float input (None: no bias correction)
@@ -71,7 +70,7 @@ def make_plan(fg: Graph, stats: dict[int, TensorStats], scheme: Scheme, rules: R
     acts = _activation_quants(fg, stats, rules, method, weights)
     means = {layer.node: stats[fg.nodes[layer.node].inputs[0]].mean() if bias_correction else None
              for layer in layers}
-    return Plan(fg, scheme, rules, method, acts, layers, means)
+    return Plan(fg, scheme, rules, acts, layers, means)
 
 
 def _activation_quants(fg: Graph, stats: dict[int, TensorStats], rules: Rules, method: RangeMethod,

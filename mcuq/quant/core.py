@@ -84,7 +84,7 @@ def quantize(
     if budget is None:
         qg = build(plan, {}, warn)
     else:
-        qg, _, search = search_bitwidths(plan, samples, float_outs, budget, warn, progress)
+        qg, search = search_bitwidths(plan, samples, float_outs, budget, warn, progress)
     if eval_data is not None:
         samples, how = eval_samples, f"{eval_samples[0].shape[0]} labelled evaluation samples; calibrated on {how}"
     report = measure(fg, qg, samples, labels, scheme, how, progress, range_method=str(method),

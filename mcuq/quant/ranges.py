@@ -95,7 +95,7 @@ def quant_mse(values: np.ndarray, q: Quant, qmin: int = INT8_MIN, qmax: int = IN
 
 
 def bounds(stats: TensorStats, method: RangeMethod) -> list[tuple[float, float]]:
-    """Candidate clipping ranges for ``method``, min/max first."""
+    """Candidate clipping ranges for ``method`` (min/max first for minmax and mse)."""
     out = [(stats.lo, stats.hi)]
     if method == RangeMethod.MINMAX:
         return out

@@ -54,7 +54,7 @@ class Budget:
 
 def search_bitwidths(plan: Plan, samples: list[np.ndarray], float_outs: list[list[np.ndarray]],
                      budget: Budget, warn: Warn, progress: Progress | None = None
-                     ) -> tuple[Graph, dict[int, int], BitwidthSearch]:
+                     ) -> tuple[Graph, BitwidthSearch]:
     """The integer graph with the fewest weight bytes found that meets ``budget`` on ``samples``.
 
     ``float_outs`` are the float model's outputs on those samples. When not even all-8-bit
@@ -81,7 +81,7 @@ def search_bitwidths(plan: Plan, samples: list[np.ndarray], float_outs: list[lis
     if not budget.met(base):
         warn(f"{fg.name}: no weight bitwidths meet the budget ({budget.describe()}): all-8-bit scores "
              f"{base:.2f}; keeping all-8-bit weights, the best found")
-        return base_graph, {}, BitwidthSearch(budget.describe(), False, base, base, bytes8, bytes8,
+        return base_graph, BitwidthSearch(budget.describe(), False, base, base, bytes8, bytes8,
                                               len(cache), ())
     alone = {layer.node: evaluate(frozenset({layer.node})) for layer in candidates}
     saved = {k: bytes8 - weight_bytes(g) for k, (g, _) in alone.items()}
@@ -94,7 +94,7 @@ def search_bitwidths(plan: Plan, samples: list[np.ndarray], float_outs: list[lis
         if budget.met(score):
             chosen, best_graph, best = trial, g, score
     names = tuple(layer.name for layer in plan.layers if layer.node in chosen)
-    return best_graph, {k: 4 for k in chosen}, BitwidthSearch(
+    return best_graph, BitwidthSearch(
         budget.describe(), True, base, best, bytes8, weight_bytes(best_graph), len(cache), names)
 
 
