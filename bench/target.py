@@ -21,7 +21,6 @@ from arena import RECORDED_TFLM_TOTAL, tflm_allocations
 
 from mcuq import __version__, flash, pipeline
 from mcuq.build import build
-from mcuq.quant import Scheme
 from mcuq.verify import verify
 
 BOARD = "qemu-m7"
@@ -47,7 +46,7 @@ def flash_split(elf: Path) -> dict[str, int]:
 def measure(name: str, work: Path) -> dict:
     path = model_path(name)
     pack_dir = work / name
-    packed = pipeline.pack(path, BOARD, pack_dir, None, Scheme.TFLITE, print)
+    packed = pipeline.pack(path, BOARD, pack_dir, pipeline.QuantOptions(), print)
     built = build(pack_dir)
     flash.flash(pack_dir)
     try:

@@ -17,7 +17,7 @@ import numpy as np
 from mcuq import __version__, pipeline
 from mcuq.boards import DEFAULT_BOARD, all_boards
 from mcuq.errors import McuqError
-from mcuq.quant import Scheme
+from mcuq.quant import DEFAULT_RANGE_METHOD, Budget, RangeMethod, Scheme
 
 EXIT_ERROR = 2
 
@@ -52,10 +52,37 @@ def main() -> None:
     """Integer-only neural networks on Cortex-M, proven bit-exact on the target."""
 
 
-_scheme_option = click.option("--scheme", type=click.Choice([s.value for s in Scheme]), default="tflite",
-                              show_default=True, help="Quantization scheme for float models.")
-_calib_option = click.option("--calib", type=click.Path(dir_okay=False), default=None,
-                             help="Calibration inputs (.npz with in0, in1, ... each [N, *shape]).")
+def _quant_options(command):
+    """The quantization options `pack` and `sim` share (they apply to float models)."""
+    options = [
+        click.option("--calib", type=click.Path(dir_okay=False), default=None,
+                     help="Calibration inputs (.npz with in0, in1, ... each [N, *shape])."),
+        click.option("--scheme", type=click.Choice([s.value for s in Scheme]), default="tflite", show_default=True,
+                     help="tflite: multiplier+shift requantization; pow2: power-of-two scales, shift-only."),
+        click.option("--range-method", type=click.Choice([m.value for m in RangeMethod]),
+                     default=str(DEFAULT_RANGE_METHOD), show_default=True,
+                     help="How activation clipping ranges are chosen from calibration data."),
+        click.option("--eval", "eval_data", type=click.Path(dir_okay=False), default=None,
+                     help="Evaluation set (.npz with in0, ... and labels): accuracies in the report."),
+        click.option("--max-drop", type=click.FloatRange(0, 100), default=None,
+                     help="Search 8/4-bit weights per layer, losing at most this many points of top-1 "
+                          "agreement with float."),
+        click.option("--min-sqnr", type=float, default=None,
+                     help="Search 8/4-bit weights per layer, keeping the first output's SQNR >= this (dB)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _quant(calib, scheme, range_method, eval_data, max_drop, min_sqnr) -> pipeline.QuantOptions:
+    if max_drop is not None and min_sqnr is not None:
+        raise click.UsageError("give --max-drop or --min-sqnr, not both")
+    budget = None
+    if max_drop is not None or min_sqnr is not None:
+        budget = Budget(max_drop=max_drop, min_sqnr_db=min_sqnr)
+    return pipeline.QuantOptions(Scheme(scheme), Path(calib) if calib else None, range_method,
+                                 Path(eval_data) if eval_data else None, budget)
 
 
 @main.command()
@@ -100,11 +127,10 @@ def inspect(model: str, as_json: bool) -> None:
               help=".npz with in0, in1, ...: one sample of the input shape, or [N, *shape].")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .npz.")
 @click.option("--all-tensors", is_flag=True, help="Also write every tensor as t<index>.")
-@_calib_option
-@_scheme_option
-def sim(model: str, inputs_path: str, out_path: str, all_tensors: bool, calib: str | None, scheme: str) -> None:
+@_quant_options
+def sim(model: str, inputs_path: str, out_path: str, all_tensors: bool, **quant) -> None:
     """Run the integer host simulator on a .tflite or a pack output directory."""
-    graph = pipeline.load_for_sim(model, calib, Scheme(scheme), _warn)
+    graph = pipeline.load_for_sim(model, _quant(**quant), _warn)
     samples = pipeline.load_arrays(inputs_path, graph, "inputs")
     results = pipeline.simulate(graph, samples.arrays, all_tensors)
     if not samples.stacked:
@@ -120,11 +146,10 @@ def sim(model: str, inputs_path: str, out_path: str, all_tensors: bool, calib: s
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--board", default=DEFAULT_BOARD, show_default=True, help="Board name (see `mcuq boards`).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@_calib_option
-@_scheme_option
-def pack(model: str, board: str, out_dir: str, calib: str | None, scheme: str) -> None:
+@_quant_options
+def pack(model: str, board: str, out_dir: str, **quant) -> None:
     """Quantize to integer-only, plan memory, emit C arrays into DIR."""
-    packed = pipeline.pack(model, board, out_dir, calib, Scheme(scheme), _warn)
+    packed = pipeline.pack(model, board, out_dir, _quant(**quant), _warn)
     man = packed.manifest
     click.echo(f"packed {man['model']} for {man['board']} ({man['scheme']} scheme) into {packed.out_dir}")
     click.echo(f"  arena {man['arena_bytes']:,} bytes, weights and params {man['weight_bytes']:,} bytes")

@@ -87,6 +87,8 @@ class Tensor:
 
     @property
     def nbytes(self) -> int:
+        if self.dtype == "int4":  # two per byte, as packed in a .tflite and in flash
+            return (self.size + 1) // 2
         return self.size * np.dtype(self.dtype).itemsize
 
 

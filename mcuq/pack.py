@@ -18,7 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from string import Template
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -156,8 +157,9 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
 
 
 def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest: dict,
-                   report: dict) -> None:
-    """Write the pack output atomically: build in a temporary sibling, then swap it into place."""
+                   report: dict, extra: Mapping[str, bytes] = MappingProxyType({})) -> None:
+    """Write the pack output atomically: build in a temporary sibling, then swap it into place.
+    ``extra`` maps further file names (e.g. a report plot) to their bytes."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or
                              (any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists())):
@@ -170,6 +172,8 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
         (tmp / "src" / "mcuq_model.c").write_text(sources.source)
         save_graph(graph, tmp / "graph")
         (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+        for name, data in extra.items():
+            (tmp / name).write_bytes(data)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         old = None
         if out_dir.exists():

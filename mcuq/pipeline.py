@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -21,7 +22,8 @@ from mcuq.graphfile import load_graph
 from mcuq.ir import Graph, Op
 from mcuq.pack import render_sources, write_pack_dir
 from mcuq.plan import ArenaPlan, check_plan, plan_arena
-from mcuq.quant import QuantReport, Scheme, quantize
+from mcuq.quant import (DEFAULT_RANGE_METHOD, Budget, QuantReport, RangeMethod, Scheme, check_accumulators,
+                        load_eval_data, plot_sqnr, quantize)
 from mcuq.reader import read_model
 from mcuq.simulate import prepare_graph, run_integer
 from mcuq.summary import ModelSummary, QuantKind, summarize
@@ -33,6 +35,17 @@ FIRMWARE_RAM_RESERVE = 12 * 1024
 FIRMWARE_FLASH_RESERVE = 32 * 1024
 
 Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """How `pack` and `sim` quantize a float model (ignored for integer models, but ``scheme``)."""
+
+    scheme: Scheme = Scheme.TFLITE
+    calib: Path | None = None  # .npz with in0, ... ([N, *shape]); None: seeded random, with a warning
+    range_method: RangeMethod | str = DEFAULT_RANGE_METHOD
+    eval_data: Path | None = None  # .npz with in0, ... and labels: accuracy in the report
+    budget: Budget | None = None  # per-layer 8/4-bit weight search under this budget
 
 
 @dataclass(frozen=True)
@@ -149,15 +162,21 @@ def load_arrays(path: str | Path, graph: Graph, what: str) -> Samples:
     return Samples(out, stacked)
 
 
-def to_integer(model: Model, calib: Sequence[np.ndarray] | None, scheme: Scheme, warn: Warn) -> IntegerModel:
-    """The integer-only graph: an int8 model as is, a float model quantized with ``calib``."""
+def to_integer(model: Model, options: QuantOptions, warn: Warn) -> IntegerModel:
+    """The integer-only graph: an int8 model as is, a float model quantized as ``options`` say."""
     require_runnable(model)
     if model.summary.kind == QuantKind.FLOAT:
-        result = quantize(model.graph, calib, scheme=scheme, warn=warn)
-        return IntegerModel(model, result.graph, scheme, result.report)
-    if scheme != Scheme.TFLITE:
-        raise ModelError(f"{model.path}: already quantized; --scheme {scheme} needs a float model")
-    return IntegerModel(model, model.graph, scheme, None)
+        graph = model.graph
+        calib = load_arrays(options.calib, graph, "calibration data").arrays if options.calib else None
+        eval_data = load_eval_data(options.eval_data, graph) if options.eval_data else None
+        result = quantize(graph, calib, scheme=options.scheme, warn=warn, range_method=options.range_method,
+                          eval_data=eval_data, budget=options.budget)
+        return IntegerModel(model, result.graph, options.scheme, result.report)
+    if options.scheme != Scheme.TFLITE or options.eval_data or options.budget:
+        raise ModelError(f"{model.path}: already quantized; --scheme {options.scheme}, --eval and the "
+                         "bitwidth search need a float model")
+    check_accumulators(model.graph)
+    return IntegerModel(model, model.graph, options.scheme, None)
 
 
 def footprint(graph: Graph, plan: ArenaPlan) -> Footprint:
@@ -193,13 +212,12 @@ def inspect(path: str | Path) -> Inspection:
     return Inspection(model, fp, estimated, {b.name: fp.misfit(b) for b in all_boards()})
 
 
-def pack(model_path: str | Path, board_name: str, out_dir: str | Path, calib_path: str | Path | None,
-         scheme: Scheme, warn: Warn) -> Packed:
+def pack(model_path: str | Path, board_name: str, out_dir: str | Path, options: QuantOptions,
+         warn: Warn) -> Packed:
     """Quantize if needed, prepare kernel params, plan the arena, check the fit, write DIR."""
     board = load_board(board_name)
     model = load(model_path)
-    calib = load_arrays(calib_path, model.graph, "calibration data").arrays if calib_path else None
-    integer = to_integer(model, calib, scheme, warn)
+    integer = to_integer(model, options, warn)
     params = prepare_graph(integer.graph)
     plan = plan_arena(integer.graph)
     check_plan(integer.graph, plan)
@@ -207,13 +225,13 @@ def pack(model_path: str | Path, board_name: str, out_dir: str | Path, calib_pat
     misfit = fp.misfit(board)
     if misfit:
         raise BoardFitError(f"{model.path}: {misfit}")
-    sources = render_sources(integer.graph, params, plan, model.path.name, model.sha256, str(scheme))
+    sources = render_sources(integer.graph, params, plan, model.path.name, model.sha256, str(integer.scheme))
     manifest = {
         "mcuq_version": __version__,
         "model": model.path.name,
         "model_sha256": model.sha256,
         "board": board.name,
-        "scheme": str(scheme),
+        "scheme": str(integer.scheme),
         "arena_bytes": plan.size,
         "weight_bytes": fp.const_bytes,
         "inputs": [_io(t) for t in integer.graph.input_tensors()],
@@ -221,7 +239,8 @@ def pack(model_path: str | Path, board_name: str, out_dir: str | Path, calib_pat
     }
     report = {"summary": summarize(integer.graph).to_dict(),
               "quantization": integer.report.to_dict() if integer.report else None}
-    write_pack_dir(Path(out_dir), integer.graph, sources, manifest, report)
+    extra = {"sqnr.png": _sqnr_png(integer.report)} if integer.report else {}
+    write_pack_dir(Path(out_dir), integer.graph, sources, manifest, report, extra)
     return Packed(Path(out_dir), manifest, plan, integer)
 
 
@@ -231,16 +250,20 @@ def _io(t) -> dict:
             "scale": q.scale[0] if q else None, "zero_point": q.zero_point[0] if q else None}
 
 
-def load_for_sim(model_path: str | Path, calib_path: str | Path | None, scheme: Scheme, warn: Warn) -> Graph:
+def load_for_sim(model_path: str | Path, options: QuantOptions, warn: Warn) -> Graph:
     """The integer graph `mcuq sim` runs: a pack output directory, or a .tflite like `pack` does."""
     path = Path(model_path)
     if path.is_dir():
         if not (path / "manifest.json").exists():
             raise ModelError(f"{path}: not an mcuq pack output (no manifest.json)")
         return load_graph(path / "graph")
-    model = load(path)
-    calib = load_arrays(calib_path, model.graph, "calibration data").arrays if calib_path else None
-    return to_integer(model, calib, scheme, warn).graph
+    return to_integer(load(path), options, warn).graph
+
+
+def _sqnr_png(report: QuantReport) -> bytes:
+    """The per-layer SQNR plot as PNG bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return plot_sqnr(report, Path(tmp) / "sqnr.png").read_bytes()
 
 
 def simulate(graph: Graph, inputs: Sequence[np.ndarray], all_tensors: bool) -> dict[str, np.ndarray]:

@@ -26,7 +26,6 @@ from mcuq.graphfile import load_graph
 from mcuq.ir import Op
 from mcuq.link import DTYPES, MAX_PAYLOAD, PROTOCOL_VERSION, RESPONSE, SYNC, CounterKind, Kind, crc32, encode
 from mcuq.simulate.integer import KERNELS, prepare_graph
-from mcuq.quant import Scheme
 from mcuq.summary import node_macs
 
 _CODES = {name: code for code, name in DTYPES.items()}
@@ -335,5 +334,5 @@ def _take_frame(buf: bytearray) -> tuple[int, int, bytes] | None:
 
 def make_pack(model: Path, out_dir: Path, board: str = "qemu-m7") -> Path:
     """Pack an integer .tflite for ``board`` into ``out_dir`` (mcuq pack)."""
-    pipeline.pack(model, board, out_dir, None, Scheme.TFLITE, lambda msg: None)
+    pipeline.pack(model, board, out_dir, pipeline.QuantOptions(), lambda msg: None)
     return out_dir

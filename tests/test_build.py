@@ -29,7 +29,6 @@ from mcuq.errors import BoardFitError, DeviceError
 from mcuq.flash import flash, running_emulator, stop
 from mcuq.graphfile import load_graph
 from mcuq.ir import Graph, Node, Op, Tensor
-from mcuq.quant import Scheme
 from mcuq.simulate import run_integer
 from mcuq.writer import write_model
 
@@ -76,7 +75,7 @@ def small_cnn(seed: int, units_in: int = 64) -> Graph:
 def pack_model(graph: Graph, root: Path, name: str) -> Path:
     model = root / f"{name}.tflite"
     model.write_bytes(write_model(graph))
-    return pipeline.pack(model, "qemu-m7", root / name, None, Scheme.TFLITE, lambda msg: None).out_dir
+    return pipeline.pack(model, "qemu-m7", root / name, pipeline.QuantOptions(), lambda msg: None).out_dir
 
 
 @pytest.fixture(scope="module")

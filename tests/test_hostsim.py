@@ -18,7 +18,6 @@ from mcuq import pipeline
 from mcuq.errors import CalibrationError
 from mcuq.hostsim import HostBuildError, HostModel, KernelError, run_host_c
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
-from mcuq.quant import Scheme
 from mcuq.simulate import prepare_graph, run_integer
 from mcuq.writer import write_model
 
@@ -29,7 +28,7 @@ SEEDS = range(3)
 
 
 def pack(model: Path, out: Path, calib: Path | None = None) -> Graph:
-    return pipeline.pack(model, "qemu-m7", out, calib, Scheme.TFLITE, warn=lambda _: None).integer.graph
+    return pipeline.pack(model, "qemu-m7", out, pipeline.QuantOptions(calib=calib), warn=lambda _: None).integer.graph
 
 
 def assert_bit_exact(pack_dir: Path, graph: Graph) -> None:

@@ -18,7 +18,6 @@ from mcuq import pipeline
 from mcuq.errors import ModelError
 from mcuq.ir import NO_TENSOR, Op
 from mcuq.pack import _c_name, c_fields, render_sources
-from mcuq.quant import Scheme
 from mcuq.simulate import conv, elementwise, layout, nonlinear, pool, prepare_graph
 
 INCLUDE = REPO_ROOT / "firmware" / "include"
@@ -93,7 +92,7 @@ def read_array(address: int, dtype: str, count: int) -> np.ndarray:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_packed_c_holds_the_simulator_params(name, tmp_path):
-    packed = pipeline.pack(model_path(name), "qemu-m7", tmp_path / "out", None, Scheme.TFLITE, warn=print)
+    packed = pipeline.pack(model_path(name), "qemu-m7", tmp_path / "out", pipeline.QuantOptions(), warn=print)
     graph = packed.integer.graph
     src = tmp_path / "out" / "src"
     lib = tmp_path / "model.so"
@@ -137,7 +136,7 @@ def test_packed_c_holds_the_simulator_params(name, tmp_path):
 
 
 def test_pack_refuses_shifts_the_firmware_cannot_apply(tmp_path):
-    packed = pipeline.pack(model_path(MODELS[0]), "qemu-m7", tmp_path / "out", None, Scheme.TFLITE, warn=print)
+    packed = pipeline.pack(model_path(MODELS[0]), "qemu-m7", tmp_path / "out", pipeline.QuantOptions(), warn=print)
     graph = packed.integer.graph
     params = prepare_graph(graph)
     k = next(i for i, p in enumerate(params) if isinstance(p, conv.FullyConnectedParams))
