@@ -199,3 +199,48 @@ def test_existing_foreign_directory_is_not_overwritten(fc_file, tmp_path):
     (tmp_path / "o" / "mine.txt").write_text("keep me")
     assert_one_line_error(mcuq("pack", fc_file, "-o", tmp_path / "o"), "not an mcuq pack output")
     assert (tmp_path / "o" / "mine.txt").read_text() == "keep me"
+
+
+@pytest.fixture
+def float_classifier(tmp_path) -> tuple[Path, Path, Path]:
+    """A float FC+SOFTMAX classifier with calibration and labelled evaluation sets."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.5, (5, 16)).astype(np.float32)
+    tensors = (Tensor(0, "x", (1, 16), "float32"),
+               Tensor(1, "w", (5, 16), "float32", data=w),
+               Tensor(2, "b", (5,), "float32", data=np.zeros(5, np.float32)),
+               Tensor(3, "logits", (1, 5), "float32"),
+               Tensor(4, "probs", (1, 5), "float32"))
+    g = Graph(tensors, (Node(0, Op.FULLY_CONNECTED, (0, 1, 2), (3,),
+                             {"activation": "NONE", "keep_num_dims": False, "weights_format": "DEFAULT"}),
+                        Node(1, Op.SOFTMAX, (3,), (4,), {"beta": 1.0})), (0,), (4,), "clf")
+    model = tmp_path / "clf.tflite"
+    model.write_bytes(write_model(g))
+    x = rng.normal(0, 1, (64, 1, 16)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", in0=x[:32])
+    np.savez(tmp_path / "eval.npz", in0=x[32:], labels=(x[32:, 0] @ w.T).argmax(1))
+    return model, tmp_path / "calib.npz", tmp_path / "eval.npz"
+
+
+def test_pack_pow2_with_eval_reports_accuracy_and_plots(float_classifier, tmp_path):
+    model, calib, ev = float_classifier
+    out = tmp_path / "p"
+    r = mcuq("pack", model, "--scheme", "pow2", "--calib", calib, "--eval", ev, "-o", out)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())["quantization"]
+    assert report["scheme"] == "pow2" and report["accuracy"]["samples"] == 32
+    assert report["accuracy"]["float_pct"] == 100.0
+    assert (out / "sqnr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy on 32 labelled samples" in r.stdout
+
+
+def test_eval_without_labels_is_one_line(float_classifier, tmp_path):
+    model, calib, _ = float_classifier
+    np.savez(tmp_path / "nolabels.npz", in0=np.zeros((4, 1, 16), np.float32))
+    r = mcuq("pack", model, "--calib", calib, "--eval", tmp_path / "nolabels.npz", "-o", tmp_path / "o")
+    assert_one_line_error(r, "labels")
+    assert not (tmp_path / "o").exists()
+
+
+def test_pow2_scheme_needs_a_float_model(fc_file, tmp_path):
+    assert_one_line_error(mcuq("pack", fc_file, "--scheme", "pow2", "-o", tmp_path / "o"), "float model")
