@@ -25,7 +25,12 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e ".$extra"
+    echo "mcuq setup: installing mcuq$extra into .venv (log: .venv/pip.log)" >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".$extra"; } \
+            >.venv/pip.log 2>&1; then
+        tail -n 30 .venv/pip.log >&2
+        echo "mcuq setup: pip install failed (full log: .venv/pip.log)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
