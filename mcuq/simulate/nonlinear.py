@@ -19,6 +19,7 @@ from mcuq.fixedpoint import (
     INT32_MAX, mbqm, quantize_multiplier, rdbpot, round_half_away, sat_shl, srdhm, wrap32,
 )
 from mcuq.ir import Graph, Node, Tensor
+from mcuq.simulate.common import unsupported
 
 SOFTMAX_DIFF_INT_BITS = 5  # exp() input is Q5.26
 SOFTMAX_ACCUM_INT_BITS = 12  # sum of exponentials is Q12.19
@@ -68,22 +69,17 @@ class TanhParams(LogisticParams):
     """Same input rescaling as LOGISTIC; the output is read as scale 1/128, zero point 0."""
 
 
-def _unsupported(graph: Graph, node: Node, what: str) -> UnsupportedOpError:
-    out = graph.tensor(node.outputs[0]).name if node.outputs else "?"
-    return UnsupportedOpError(f"node {node.index} {node.op} (output '{out}'): {what}")
-
-
 def _io(graph: Graph, node: Node) -> tuple[Tensor, Tensor]:
     """The input and output tensor, both quantized integer tensors."""
     if len(node.inputs) != 1 or len(node.outputs) != 1:
         counts = f"{len(node.inputs)} inputs, {len(node.outputs)} outputs"
-        raise _unsupported(graph, node, f"needs 1 input and 1 output, has {counts}")
+        raise unsupported(graph, node, f"needs 1 input and 1 output, has {counts}")
     x, y = graph.tensor(node.inputs[0]), graph.tensor(node.outputs[0])
     for t in (x, y):
         if t.dtype not in ("int8", "int16"):
-            raise _unsupported(graph, node, f"tensor '{t.name}' is {t.dtype}, only int8 is integer-simulated")
+            raise unsupported(graph, node, f"tensor '{t.name}' is {t.dtype}, only int8 is integer-simulated")
         if t.quant is None:
-            raise _unsupported(graph, node, f"tensor '{t.name}' has no quantization parameters")
+            raise unsupported(graph, node, f"tensor '{t.name}' has no quantization parameters")
     return x, y
 
 
@@ -91,18 +87,18 @@ def prepare_softmax(graph: Graph, node: Node) -> SoftmaxParams:
     """TFLM SoftmaxPrepare for int8 input and int8 or int16 output."""
     x, y = _io(graph, node)
     if x.dtype != "int8":
-        raise _unsupported(graph, node, f"input '{x.name}' is int16 (TFLM uses float-built LUTs there)")
+        raise unsupported(graph, node, f"input '{x.name}' is int16 (TFLM uses float-built LUTs there)")
     s_out, zp_out = np.float32(y.quant.scale[0]), y.quant.zero_point[0]
     if y.dtype == "int8" and (zp_out != -128 or s_out != np.float32(1.0 / 256)):
-        raise _unsupported(graph, node, f"int8 output '{y.name}' needs scale 1/256 and zero point -128")
+        raise unsupported(graph, node, f"int8 output '{y.name}' needs scale 1/256 and zero point -128")
     if y.dtype == "int16":
         unit = np.float32(1.0) / np.float32(65536)
         if zp_out != -32768 or abs(s_out - unit) > np.float32(0.001) * unit:
-            raise _unsupported(graph, node, f"int16 output '{y.name}' needs scale 1/65536, zero point -32768")
+            raise unsupported(graph, node, f"int16 output '{y.name}' needs scale 1/65536, zero point -32768")
     beta = float(node.attrs.get("beta", 1.0))
     real = min(beta * float(x.quant.scale[0]) * (1 << (31 - SOFTMAX_DIFF_INT_BITS)), (1 << 31) - 1.0)
     if not real > 1.0:
-        raise _unsupported(graph, node, f"beta * scale of '{x.name}' too small (multiplier {real} <= 1)")
+        raise unsupported(graph, node, f"beta * scale of '{x.name}' too small (multiplier {real} <= 1)")
     multiplier, shift = quantize_multiplier(real)
     radius = math.floor(
         1.0 * ((1 << SOFTMAX_DIFF_INT_BITS) - 1) * (1 << (31 - SOFTMAX_DIFF_INT_BITS)) / (1 << shift)
@@ -145,10 +141,10 @@ def _prepare_sigmoid_input(graph: Graph, node: Node) -> tuple[int, int, int, int
     x, y = _io(graph, node)
     if x.dtype != "int8" or y.dtype != "int8":
         what = f"'{x.name}' is {x.dtype} -> {y.dtype}: only int8 -> int8 (int16 uses TFLM's sigmoid LUT)"
-        raise _unsupported(graph, node, what)
+        raise unsupported(graph, node, what)
     q, shift = math.frexp(float(x.quant.scale[0]) * (1 << (31 - SIGMOID_INPUT_INT_BITS)))
     if shift < 0:
-        raise _unsupported(graph, node, f"input scale of '{x.name}' is below 2^-28")
+        raise unsupported(graph, node, f"input scale of '{x.name}' is below 2^-28")
     radius = math.floor(
         1.0 * ((1 << SIGMOID_INPUT_INT_BITS) - 1) * (1 << (31 - SIGMOID_INPUT_INT_BITS)) / (1 << shift)
     )
@@ -161,7 +157,7 @@ def prepare_logistic(graph: Graph, node: Node) -> LogisticParams:
     y = graph.tensor(node.outputs[0])
     zp_out = y.quant.zero_point[0]
     if zp_out != -128:
-        raise _unsupported(graph, node, f"output '{y.name}' needs zero point -128 (has {zp_out})")
+        raise unsupported(graph, node, f"output '{y.name}' needs zero point -128 (has {zp_out})")
     return LogisticParams(size, zp, multiplier, shift, radius)
 
 
