@@ -1,5 +1,6 @@
 """Shared by the bench scripts: where the shared models are, table printing, atomic result files,
-and capturing what native code (TFLM) prints on file descriptor 2."""
+capturing what native code (TFLM) prints on file descriptor 2, and running a model on a target
+(pack, build, flash, verify bit-exactly, stop)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+from mcuq import flash, pipeline
+from mcuq.build import BuildResult, build
+from mcuq.verify import VerifyResult, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT.parent / "shared" / "models"
@@ -65,3 +70,30 @@ def native_stderr() -> Iterator[Captured]:
             os.close(saved)
             tmp.seek(0)
             captured.text = tmp.read().decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class OnTarget:
+    """A model packed, built and verified bit-exact on a board by `run_on_target`."""
+
+    packed: pipeline.Packed
+    built: BuildResult
+    result: VerifyResult  # result.total: instructions (QEMU) or cycles (chip) per inference
+
+
+def run_on_target(model: Path, board: str, pack_dir: Path, count: int,
+                  warn: Callable[[str], None] = print) -> OnTarget:
+    """Pack ``model`` (a .tflite, default quantization options) for ``board`` into ``pack_dir``,
+    build the firmware, flash it (emulated boards: start QEMU), run ``count`` seeded random inputs
+    with `mcuq verify` and stop the emulator, whatever happened. Exits with verify's table when
+    any output is not bit-exact: a count of a wrong computation is worth nothing."""
+    packed = pipeline.pack(model, board, pack_dir, pipeline.QuantOptions(), warn)
+    built = build(pack_dir)
+    try:
+        flash.flash(pack_dir)
+        result = verify(pack_dir, count=count)
+    finally:
+        flash.stop(pack_dir)
+    if not result.ok:
+        raise SystemExit(f"{model.name}: not bit-exact on {board}:\n{result.format_table()}")
+    return OnTarget(packed, built, result)

@@ -5,8 +5,11 @@ labelled held-out split) and the shared float models ad01_fp32, pretrainedResnet
 (synthetic seeded inputs as in bench/quant_report.py: no labelled data sets ship with them, so
 their figure is top-1 agreement with float, or output SQNR for the autoencoder). For each
 configuration: the figure on held-out data, weight bytes (int4 packed two per byte), arena
-bytes (mcuq.plan.plan_arena), and whether tflite-micro runs the written model bit-exactly like
-the simulator. Writes bench/results/accuracy.json and docs/accuracy.md.
+bytes (mcuq.plan.plan_arena), whether tflite-micro runs the written model bit-exactly like
+the simulator, and instructions per inference on the emulated Cortex-M7 (the quantized graph
+written as .tflite, packed, built, flashed to QEMU and run by `mcuq verify`, bit-exact or the
+script stops; graphs with int4 weights are not run: the firmware has no int4 kernels yet).
+Writes bench/results/accuracy.json and docs/accuracy.md.
 
     python bench/accuracy.py
 """
@@ -14,7 +17,9 @@ the simulator. Writes bench/results/accuracy.json and docs/accuracy.md.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 import digits_cnn  # noqa: E402
-from _common import MODELS, ROOT, print_table, write_results  # noqa: E402
+from _common import MODELS, ROOT, print_table, run_on_target, write_results  # noqa: E402
 from quant_report import _commit, _write, smooth, tflm_check, uniform  # noqa: E402
 
 from mcuq import __version__  # noqa: E402
@@ -36,6 +41,7 @@ from mcuq.quant import (  # noqa: E402
 )
 from mcuq.quant.build import weight_bytes  # noqa: E402
 from mcuq.reader import read_model  # noqa: E402
+from mcuq.writer import write_model  # noqa: E402
 
 CALIB_SAMPLES = 32
 EVAL_SAMPLES = 32
@@ -43,6 +49,11 @@ TFLM_SAMPLES = 2
 MAX_DROP = 1.0  # bitwidth budget with real data: points of top-1 agreement with float (calibration set)
 SQNR_MARGIN = 3.0  # with synthetic data: the all-8-bit pow2 output SQNR minus this, in dB
 RESULTS_PLOTS = ROOT / "bench" / "results"
+BOARD = "qemu-m7"
+TARGET_INPUTS = 1  # seeded random inputs per configuration on the target (each checked bit-exact)
+COUNTER = "instructions (SysTick under QEMU -icount shift=0; resolution 40 per layer)"
+NO_INT4 = "int4 kernels not in the firmware yet"
+NO_FLOAT = "float model: the firmware runs integer-only graphs"
 
 
 @dataclass(frozen=True)
@@ -103,9 +114,20 @@ def budget_for(case: Case, pow2: QuantResult) -> Budget:
     return Budget(min_sqnr_db=round(pow2.report.outputs[0].sqnr_db - SQNR_MARGIN, 1))
 
 
-def instructions_per_inference(qg: Graph) -> int | None:
-    """Instructions per inference on qemu-m7: hook for the target flow (not measured yet)."""
-    return None
+def instructions_per_inference(qg: Graph, name: str) -> tuple[int | None, str | None]:
+    """Instructions per inference of ``qg`` on qemu-m7 and None, or None and why it was not run.
+
+    The graph is written as .tflite, packed, built, flashed and run on TARGET_INPUTS seeded
+    random inputs by `mcuq verify`; anything not bit-exact stops the script (run_on_target)."""
+    if any(t.dtype == "int4" for t in qg.tensors):
+        return None, NO_INT4
+    with tempfile.TemporaryDirectory(prefix="mcuq-accuracy-") as work:
+        path = Path(work) / f"{name}.tflite"
+        path.write_bytes(write_model(qg))
+        run = run_on_target(path, BOARD, Path(work) / name, TARGET_INPUTS,
+                            warn=lambda s: print(f"{name}: {s}", file=sys.stderr))
+    print(f"{name}: {round(run.result.total):,} instructions per inference on {BOARD}", file=sys.stderr)
+    return round(run.result.total), None
 
 
 def measure(case: Case) -> dict:
@@ -121,14 +143,17 @@ def measure(case: Case) -> dict:
     if case.labels is not None:
         float_fig = {"accuracy_pct": runs["tflite"].report.accuracy.float_pct}
     configs = [{"config": "float", **float_fig, "weight_bytes": sum(t.nbytes for t in case.graph.tensors if t.is_const),
-                "arena_bytes": plan_arena(case.graph).size, "instructions": None, "tflm_bit_exact": None}]
+                "arena_bytes": plan_arena(case.graph).size, "instructions": None,
+                "instructions_not_measured": NO_FLOAT, "tflm_bit_exact": None}]
     for name, r in runs.items():
         qg = r.graph
         if case.labels is not None:  # plots of the labelled model only: a few PNGs in the repository
             plot_sqnr(r.report, RESULTS_PLOTS / f"accuracy_{case.name}_{name.replace('+', '_')}.png")
+        instructions, why_not = instructions_per_inference(qg, f"{case.name}_{name.replace('+', '_')}")
         configs.append({
             "config": name, **figure(case, r), "weight_bytes": weight_bytes(qg),
-            "arena_bytes": plan_arena(qg).size, "instructions": instructions_per_inference(qg),
+            "arena_bytes": plan_arena(qg).size, "instructions": instructions,
+            **({"instructions_not_measured": why_not} if why_not else {}),
             "tflm_bit_exact": tflm_check(qg, case.held[:TFLM_SAMPLES]),
             "report": r.report.to_dict(),
             "max_accumulator_bits": max((a.bits for a in r.accumulators), default=None),
@@ -161,7 +186,23 @@ def run() -> dict:
             print(case.name, file=sys.stderr)
             entries.append({**measure(case), "ablation": ablation(case)})
     return {"mcuq_version": __version__, "commit": _commit(), "numpy": np.__version__,
-            "calib_samples": CALIB_SAMPLES, "eval_samples": EVAL_SAMPLES, "models": entries}
+            "calib_samples": CALIB_SAMPLES, "eval_samples": EVAL_SAMPLES,
+            "target": {"board": BOARD, "inputs_per_config": TARGET_INPUTS, "counter": COUNTER,
+                       "firmware_uncommitted": _firmware_changes()},
+            "models": entries}
+
+
+def _firmware_changes() -> list[str]:
+    """Files under firmware/ that differ from the commit (the instruction counts include them)."""
+    out = subprocess.run(["git", "status", "--porcelain", "--", "firmware"], cwd=ROOT, capture_output=True,
+                         text=True)
+    return sorted(line[3:] for line in out.stdout.splitlines())
+
+
+def _instr(c: dict) -> str | int:
+    if c["instructions"] is not None:
+        return c["instructions"]
+    return "int4: no kernels yet" if c.get("instructions_not_measured") == NO_INT4 else "-"
 
 
 def _fig(c: dict) -> str:
@@ -187,7 +228,7 @@ def _table_rows(results: dict) -> list[list]:
                          + ("" if b["met"] else " (budget NOT met)"),
                          "-" if c.get("max_accumulator_bits") is None else c["max_accumulator_bits"],
                          "-" if exact is None else f"{exact['tensors_equal']}/{exact['tensors_compared']}",
-                         "not yet" if c["instructions"] is None else c["instructions"]])
+                         _instr(c)])
     return rows
 
 
@@ -221,7 +262,12 @@ def markdown(results: dict) -> str:
     budgets = "\n".join(f"- {e['model']}: {e['data']}; bitwidth budget: {e['budget']}."
                          + (f" Warnings: {'; '.join(e['warnings'])}" if e["warnings"] else "")
                          for e in results["models"])
-    return (DOC_HEAD.format(version=results["mcuq_version"], commit=results["commit"])
+    t = results["target"]
+    fw = ("" if not t["firmware_uncommitted"] else
+          f" The firmware was built with uncommitted changes to {', '.join(t['firmware_uncommitted'])}.")
+    n = t["inputs_per_config"]
+    return (DOC_HEAD.format(version=results["mcuq_version"], commit=results["commit"],
+                            inputs=f"{n} seeded random input{'s' if n != 1 else ''}", firmware=fw)
             + f"{head}\n{rows}\n\n{budgets}\n\n## Issue 4 targets on the digits CNN\n\n"
             + "\n".join(verdicts(results)) + "\n\n" + ablation_table(results) + "\n" + DOC_BODY)
 
@@ -280,7 +326,13 @@ classifiers) or output SQNR against float (the autoencoder), on data not used to
 Weight bytes: all constants (float32 for the float model; int4 packed two per byte). Arena:
 `mcuq.plan.plan_arena` (float32 activations for the float model). TFLM = sim: the quantized
 graph written as .tflite and run by tflite-micro equals `run_integer` on every tensor
-(equal / compared). Instructions per inference on qemu-m7 come with the target flow.
+(equal / compared). Instructions per inference: the quantized graph written as .tflite, packed
+for qemu-m7, built, flashed to QEMU (mps2-an500, -icount shift=0) and run by `mcuq verify` on
+{inputs}, every output bit-exact with the host simulator (else the script
+stops); counted with SysTick under -icount (instructions, not cycles; 40 per tick, per layer).
+They measure the firmware's kernels at the commit above and change with them.{firmware} Graphs
+with int4 weights are not run ("int4: no kernels yet"): the firmware has no int4 kernels yet;
+a bitwidth search that kept every layer at 8 bits gives an int8 graph, which is run.
 
 """
 

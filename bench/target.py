@@ -16,12 +16,10 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from _common import model_path, print_table, write_results
+from _common import model_path, print_table, run_on_target, write_results
 from arena import RECORDED_TFLM_TOTAL, tflm_allocations
 
-from mcuq import __version__, flash, pipeline
-from mcuq.build import build
-from mcuq.verify import verify
+from mcuq import __version__
 
 BOARD = "qemu-m7"
 COUNT = 3
@@ -45,16 +43,8 @@ def flash_split(elf: Path) -> dict[str, int]:
 
 def measure(name: str, work: Path) -> dict:
     path = model_path(name)
-    pack_dir = work / name
-    packed = pipeline.pack(path, BOARD, pack_dir, pipeline.QuantOptions(), print)
-    built = build(pack_dir)
-    flash.flash(pack_dir)
-    try:
-        result = verify(pack_dir, count=COUNT)
-    finally:
-        flash.stop(pack_dir)
-    if not result.ok:
-        raise SystemExit(f"{name}: not bit-exact on {BOARD}:\n{result.format_table()}")
+    run = run_on_target(path, BOARD, work / name, COUNT)
+    packed, built, result = run.packed, run.built, run.result
     macs = sum(c.macs for c in result.layers)
     split = flash_split(built.elf)
     tflm = tflm_allocations(path, len(packed.integer.graph.inputs))
