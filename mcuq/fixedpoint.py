@@ -76,6 +76,26 @@ def mbqm(x, multiplier, shift):
     return rdbpot(srdhm(wrap32(x << left), multiplier), right)
 
 
+def requantize_pow2(x, shift):
+    """mbqm(x, 2^30, shift) without a multiplication: the requantization of power-of-two scales.
+
+    With the multiplier 2^30 (a scale 2^(shift - 1)), SRDHM(a, 2^30) = floor((a + 1) / 2), computed
+    as (a >> 1) + (a & 1) so that a = INT32_MAX cannot overflow; RDBPOT(t, r) for r >= 1 is then
+    ((v >> 1) + 2^(r-2)) >> (r - 1) with v = t - [t < 0] (r >= 2), or (v >> 1) + (v & 1) (r = 1),
+    which keeps every intermediate within int32 (the C twin, mcuq_requantize_pow2(), does the
+    same). Bit-identical to mbqm for every int32 x and shift in [-31, 30], so shift-only networks
+    stay runnable by TFLM's double-rounding kernels.
+    """
+    x = np.asarray(x, np.int64)
+    s = np.asarray(shift, np.int64)
+    a = wrap32(x << np.maximum(s, 0))
+    r = np.maximum(-s, 0)
+    t = (a >> 1) + (a & 1)
+    v = t - (t < 0)
+    wide = ((v >> 1) + (np.int64(1) << np.maximum(r - 2, 0))) >> np.maximum(r - 1, 0)
+    return np.where(r == 0, t, np.where(r == 1, (v >> 1) + (v & 1), wide))
+
+
 def quantize_multiplier(m: float) -> tuple[int, int]:
     """Real multiplier -> (M, shift) with m ~= M * 2^(shift - 31), M a Q31 in [2^30, 2^31)."""
     if m == 0.0:

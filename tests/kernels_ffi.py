@@ -28,10 +28,22 @@ UBSAN = ["-fsanitize=undefined", "-fno-omit-frame-pointer"]  # reports "runtime 
 _WRAPPERS = {
     "requantize": ("int32_t", ["int32_t", "int32_t", "int32_t"], "mcuq_requantize"),
     "requantize64": ("int32_t", ["int64_t", "int32_t", "int32_t"], "mcuq_requantize64"),
+    "requantize_pow2": ("int32_t", ["int32_t", "int32_t"], "mcuq_requantize_pow2"),
+    "requantize_channel": ("int32_t", ["int32_t"] * 5, "requantize_channel_row"),
     "exp_on_negative_values": ("int32_t", ["int32_t", "int32_t"], "mcuq_exp_on_negative_values"),
     "one_over_one_plus_x": ("int32_t", ["int32_t"], "mcuq_one_over_one_plus_x"),
     "newton_one_over_one_plus_x": ("int32_t", ["int32_t"], "mcuq_newton_one_over_one_plus_x"),
 }
+
+
+# mcuq_requantize_channel() on a channel_data row {0, M, r, h}, clamped to the int32 range.
+_HELPERS = """
+static int32_t requantize_channel_row(int32_t acc, int32_t m, int32_t r, int32_t h, int32_t zp)
+{
+    const int32_t cd[4] = {0, m, r, h};
+    return mcuq_requantize_channel(acc, cd, zp, INT32_MIN, INT32_MAX);
+}
+"""
 
 
 def _wrapper(name: str, ret: str, args: list[str], fn: str) -> tuple[str, str]:
@@ -50,10 +62,11 @@ def _cdef() -> str:
     return f"#define MCUQ_MAX_DIMS ...\n{text}"
 
 
-def build(tmp: Path, sanitize: bool = False) -> tuple[cffi.FFI, Any]:
-    """Compile every kernel (strict flags; with UBSan if ``sanitize``) and the wrapper module in
-    ``tmp``; return (ffi, lib)."""
-    extra = UBSAN if sanitize else []
+def build(tmp: Path, sanitize: bool = False, dsp: bool = False) -> tuple[cffi.FFI, Any]:
+    """Compile every kernel (strict flags; with UBSan if ``sanitize``; with the DSP-extension
+    paths over the portable intrinsic twins if ``dsp``) and the wrapper module in ``tmp``;
+    return (ffi, lib)."""
+    extra = (UBSAN if sanitize else []) + (["-DMCUQ_DSP_EMULATED"] if dsp else [])
     objects = tmp / "objects"
     objects.mkdir(parents=True, exist_ok=True)
     sources = sorted(KERNELS.glob("*.c"))
@@ -62,11 +75,12 @@ def build(tmp: Path, sanitize: bool = False) -> tuple[cffi.FFI, Any]:
     wrappers = [_wrapper(name, *spec) for name, spec in _WRAPPERS.items()]
     ffi = cffi.FFI()
     ffi.cdef(_cdef() + "\n" + "\n".join(d for d, _ in wrappers))
-    name = "_mcuq_kernels_ubsan" if sanitize else "_mcuq_kernels_host"
+    name = "_mcuq_kernels" + ("_ubsan" if sanitize else "") + ("_dsp" if dsp else "") + "_host"
     ffi.set_source(
         name,
-        '#include "mcuq_kernels.h"\n#include "mcuq_requantize.h"\n' + "\n".join(s for _, s in wrappers),
-        include_dirs=[str(INCLUDE)],
+        '#include "mcuq_kernels.h"\n#include "mcuq_requantize.h"\n#include "mcuq_support.h"\n' + _HELPERS
+        + "\n".join(s for _, s in wrappers),
+        include_dirs=[str(INCLUDE), str(KERNELS)],
         extra_objects=[str(objects / (s.stem + ".o")) for s in sources],
         extra_compile_args=extra,
         extra_link_args=extra,

@@ -17,14 +17,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from kernel_target import TargetCase, build_image, run_image
 from kernels_ffi import INCLUDE, KERNELS, STRICT, CParams, build, ptr
 from mcuq.boards import all_boards
 from mcuq.errors import UnsupportedOpError
-from mcuq.fixedpoint import mbqm
+from mcuq.fixedpoint import mbqm, requantize_pow2
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
 from mcuq.simulate import nonlinear
 from mcuq.simulate.common import output_size_and_padding
-from mcuq.simulate.conv import mbqm64
+from mcuq.simulate.conv import channel_data, mbqm64
 from mcuq.simulate.integer import KERNELS as SIMULATOR
 
 CASES = 40
@@ -38,6 +39,12 @@ UNIFORM_STD = {"int8": 74.0, "int16": 18900.0}  # std of uniform values over the
 def c(tmp_path_factory):
     """(ffi, lib) of the kernels built once per test session (per worker)."""
     return build(tmp_path_factory.mktemp("kernels"))
+
+
+@pytest.fixture(scope="session")
+def c_dsp(tmp_path_factory):
+    """The kernels with their DSP-extension paths, over the portable twins of the intrinsics."""
+    return build(tmp_path_factory.mktemp("kernels_dsp"), dsp=True)
 
 
 @pytest.fixture(scope="session")
@@ -316,6 +323,96 @@ def gen_sigmoid(b: Builder, k: int, op: Op) -> Case:
     return b.case(op, [x], y)
 
 
+def _bias_any(b: Builder, channels: int) -> int:
+    """An int32 bias: constant (folded into channel_data), fed at run time (not folded), or none."""
+    u = b.rng.random()
+    values = b.rng.integers(-(1 << 14), 1 << 14, channels)
+    if u < 0.15:
+        return -1
+    if u < 0.3:
+        return b.feed((channels,), "int32", 1e-4, 0, values)
+    return b.tensor((channels,), "int32", 1e-4, 0, values)
+
+
+def gen_conv_wide(b: Builder, k: int) -> Case:
+    """Shapes of real networks for the DSP path: 1x1 and 3x3 windows over many channels (some
+    windows beyond its column block, which fall back to the plain path), strides, padding."""
+    r = b.rng
+    kh, kw = [(1, 1), (3, 3), (3, 3), (1, 1), (10, 4), (2, 3), (5, 5)][k % 7]
+    ic = int(r.choice([1, 3, 4, 8, 13, 16, 32, 64, 80]))
+    oc = int(r.integers(1, 21))
+    stride = [int(v) for v in r.integers(1, 3, 2)]
+    dilation = [1, 1] if k % 5 else [2, 1]
+    padding = "SAME" if r.random() < 0.6 else "VALID"
+    h = max(int(r.integers(1, 10)), (kh - 1) * dilation[0] + 1)
+    w = max(int(r.integers(1, 10)), (kw - 1) * dilation[1] + 1)
+    oh = output_size_and_padding(h, kh, stride[0], dilation[0], padding)[0]
+    ow = output_size_and_padding(w, kw, stride[1], dilation[1], padding)[0]
+    n = int(r.integers(1, 3))
+    s_in = b.scale(0.005, 0.1)
+    x = b.feed((n, h, w, ic), "int8", s_in, b.zp("int8"))
+    scales = [b.scale(0.002, 0.02) for _ in range(oc)] if r.random() < 0.8 else b.scale(0.002, 0.02)
+    wt = b.weights((oc, kh, kw, ic), scales)
+    bias = _bias_any(b, oc)
+    s_out = _out_scale(b, "int8", s_in, float(np.mean(scales)), kh * kw * ic)
+    y = b.tensor((n, oh, ow, oc), "int8", s_out, b.zp("int8"))
+    attrs = {"padding": padding, "stride_h": stride[0], "stride_w": stride[1], "dilation_h": dilation[0],
+             "dilation_w": dilation[1], "activation": b.act()}
+    return b.case(Op.CONV_2D, [x, wt, bias], y, attrs)
+
+
+def gen_depthwise_wide(b: Builder, k: int) -> Case:
+    """Depthwise windows (3x3 mostly) over many channels, strides, padding, dilation."""
+    r = b.rng
+    kh, kw = [(3, 3), (3, 3), (3, 3), (5, 5), (1, 1), (2, 3)][k % 6]
+    ic = int(r.choice([1, 3, 4, 5, 8, 16, 17, 64]))
+    dm = 1 if k % 4 else int(r.integers(1, 3))
+    oc = ic * dm
+    stride = [int(v) for v in r.integers(1, 3, 2)]
+    dilation = [1, 1] if k % 5 else [2, 2]
+    padding = "SAME" if r.random() < 0.7 else "VALID"
+    h = max(int(r.integers(1, 10)), (kh - 1) * dilation[0] + 1)
+    w = max(int(r.integers(1, 10)), (kw - 1) * dilation[1] + 1)
+    oh = output_size_and_padding(h, kh, stride[0], dilation[0], padding)[0]
+    ow = output_size_and_padding(w, kw, stride[1], dilation[1], padding)[0]
+    n = int(r.integers(1, 3))
+    s_in = b.scale(0.005, 0.1)
+    x = b.feed((n, h, w, ic), "int8", s_in, b.zp("int8"))
+    scales = [b.scale(0.002, 0.05) for _ in range(oc)]
+    wt = b.weights((1, kh, kw, oc), scales, axis=3)
+    bias = _bias_any(b, oc)
+    s_out = _out_scale(b, "int8", s_in, float(np.mean(scales)), kh * kw)
+    y = b.tensor((n, oh, ow, oc), "int8", s_out, b.zp("int8"))
+    attrs = {"padding": padding, "stride_h": stride[0], "stride_w": stride[1], "dilation_h": dilation[0],
+             "dilation_w": dilation[1], "activation": b.act(), "depth_multiplier": dm}
+    return b.case(Op.DEPTHWISE_CONV_2D, [x, wt, bias], y, attrs)
+
+
+def gen_fully_connected_wide(b: Builder, k: int) -> Case:
+    """Fully connected layers of real size (depth up to 1300, beyond the DSP block too),
+    per-tensor with a filter zero point or per-channel, one to three batch rows."""
+    r = b.rng
+    depth = int(r.choice([1, 3, 4, 7, 64, 250, 640, 700, 1300]))
+    units = int(r.integers(1, 21))
+    batches = int(r.integers(1, 4))
+    s_in = b.scale(0.005, 0.1)
+    x = b.feed((batches, depth), "int8", s_in, b.zp("int8"))
+    per_channel = r.random() < 0.5
+    scales = [b.scale(0.002, 0.02) for _ in range(units)] if per_channel else b.scale(0.002, 0.02)
+    w_zp = 0 if per_channel else int(r.integers(-20, 21))
+    wt = b.tensor((units, depth), "int8", scales, w_zp, r.integers(-127, 128, (units, depth)))
+    bias = _bias_any(b, units)
+    s_out = _out_scale(b, "int8", s_in, float(np.mean(scales)), depth)
+    y = b.tensor((batches, units), "int8", s_out, b.zp("int8"))
+    return b.case(Op.FULLY_CONNECTED, [x, wt, bias], y, {"activation": b.act()})
+
+
+WIDE_GENERATORS = {
+    "conv2d_s8_wide": gen_conv_wide,
+    "depthwise_conv2d_s8_wide": gen_depthwise_wide,
+    "fully_connected_s8_wide": gen_fully_connected_wide,
+}
+
 GENERATORS = {
     "conv2d_s8": lambda b, k: gen_conv(b, k, "int8"),
     "conv2d_s16": lambda b, k: gen_conv(b, k, "int16"),
@@ -400,9 +497,10 @@ def first_mismatch(kernel: str, k: int, got: np.ndarray, want: np.ndarray) -> st
 
 
 def check_kernel(c, kernel: str, cases: int) -> None:
-    rng = np.random.default_rng([7, sorted(GENERATORS).index(kernel)])
+    gens = {**GENERATORS, **WIDE_GENERATORS}
+    rng = np.random.default_rng([7, sorted(gens).index(kernel)])
     for k in range(cases):
-        case = GENERATORS[kernel](Builder(rng), k)
+        case = gens[kernel](Builder(rng), k)
         node = case.graph.nodes[0]
         prepare, evaluate = SIMULATOR[node.op]
         params = prepare(case.graph, node)
@@ -416,6 +514,17 @@ def check_kernel(c, kernel: str, cases: int) -> None:
 @pytest.mark.parametrize("kernel", sorted(GENERATORS))
 def test_kernel_matches_simulator(c, kernel: str) -> None:
     check_kernel(c, kernel, CASES)
+
+
+@pytest.mark.parametrize("kernel", sorted(WIDE_GENERATORS))
+def test_wide_kernel_matches_simulator(c, kernel: str) -> None:
+    check_kernel(c, kernel, CASES)
+
+
+@pytest.mark.parametrize("kernel", sorted({**GENERATORS, **WIDE_GENERATORS}))
+def test_dsp_kernel_matches_simulator(c_dsp, kernel: str) -> None:
+    """The DSP-extension paths (host twins of the intrinsics) equal the simulator too."""
+    check_kernel(c_dsp, kernel, CASES)
 
 
 def test_kernels_report_contract_violations(c) -> None:
@@ -493,6 +602,41 @@ def test_requantize_equals_fixedpoint_mbqm(c) -> None:
     _assert_equal("mcuq_requantize", (x, m, shift), _call(c, "requantize", x, m, shift), mbqm(x, m, shift))
 
 
+def _int32_cases(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, shift): every shift in [-31, 30] against the int32 extremes, then random pairs."""
+    extremes = np.array([-(1 << 31), -(1 << 31) + 1, -(1 << 30) - 1, -(1 << 30), -3, -2, -1, 0, 1, 2, 3,
+                         (1 << 30), (1 << 31) - 2, (1 << 31) - 1])
+    shifts = np.arange(-31, 31)
+    x = np.concatenate([np.repeat(extremes, shifts.size), rng.integers(-(1 << 31), 1 << 31, n)])
+    shift = np.concatenate([np.tile(shifts, extremes.size), rng.integers(-31, 31, n)])
+    return x.astype(np.int32), shift.astype(np.int32)
+
+
+def test_requantize_pow2_equals_mbqm(c) -> None:
+    """Shift-only requantization (multiplier 2^30): C, its Python twin and mbqm agree bit for bit."""
+    rng = np.random.default_rng(6)
+    x, shift = _int32_cases(rng, 300_000)
+    want = mbqm(x, 1 << 30, shift)
+    _assert_equal("requantize_pow2 (Python)", (x, shift), requantize_pow2(x, shift), want)
+    _assert_equal("mcuq_requantize_pow2", (x, shift), _call(c, "requantize_pow2", x, shift), want)
+
+
+def test_channel_data_requantize_equals_mbqm(c) -> None:
+    """The firmware's per-channel fast requantization (channel_data rows, output offset folded in)
+    equals mbqm + output offset, for every shift (fast and fallback) and extreme accumulators."""
+    rng = np.random.default_rng(7)
+    acc, shift = _int32_cases(rng, 300_000)
+    m = np.where(rng.random(acc.size) < 0.1, rng.choice([0, 1 << 30, (1 << 31) - 1], acc.size),
+                 rng.integers(1 << 30, 1 << 31, acc.size)).astype(np.int32)
+    zp = rng.integers(-128, 128, acc.size).astype(np.int32)
+    rows = channel_data(np.zeros(acc.size, np.int64), None, m, shift)
+    assert np.array_equal(rows[:, 1], m)
+    want = np.clip(mbqm(acc, m, shift) + zp, -(1 << 31), (1 << 31) - 1)  # the row helper clamps to int32
+    got = _call(c, "requantize_channel", acc, rows[:, 1].copy(), rows[:, 2].copy(), rows[:, 3].copy(), zp)
+    _assert_equal("mcuq_requantize_channel", (acc, m, shift, zp), got, want)
+    assert np.count_nonzero(rows[:, 2]) > acc.size // 3  # the fast form is exercised
+
+
 def test_requantize64_equals_simulator_mbqm64(c) -> None:
     rng = np.random.default_rng(4)
     n = 100_000
@@ -525,10 +669,65 @@ def test_no_undefined_behaviour(c_ubsan, capfd) -> None:
         check_kernel(c_ubsan, kernel, UBSAN_CASES)
     test_kernels_report_contract_violations(c_ubsan)
     test_requantize_equals_fixedpoint_mbqm(c_ubsan)
+    test_requantize_pow2_equals_mbqm(c_ubsan)
+    test_channel_data_requantize_equals_mbqm(c_ubsan)
     test_requantize64_equals_simulator_mbqm64(c_ubsan)
     test_gemmlowp_functions_equal_simulator(c_ubsan)
     reports = [line for line in capfd.readouterr().err.splitlines() if "runtime error" in line]
     assert not reports, f"{len(reports)} UBSan report(s), first: {reports[0]}"
+
+
+def test_dsp_paths_have_no_undefined_behaviour(tmp_path_factory, capfd) -> None:
+    """The DSP paths (host twins of the intrinsics) under UBSan: no report."""
+    try:
+        c_dsp_ubsan = build(tmp_path_factory.mktemp("kernels_dsp_ubsan"), sanitize=True, dsp=True)
+    except Exception as e:  # noqa: BLE001 - any build failure means no sanitizer here
+        pytest.skip(f"no UBSan build: {e}")
+    for kernel in sorted({**GENERATORS, **WIDE_GENERATORS}):
+        check_kernel(c_dsp_ubsan, kernel, UBSAN_CASES)
+    reports = [line for line in capfd.readouterr().err.splitlines() if "runtime error" in line]
+    assert not reports, f"{len(reports)} UBSan report(s), first: {reports[0]}"
+
+
+# ---- on the emulated boards ---------------------------------------------------------------------
+
+TARGET_KERNELS = ("conv2d_s8", "conv2d_s8_wide", "depthwise_conv2d_s8", "depthwise_conv2d_s8_wide",
+                  "fully_connected_s8", "fully_connected_s8_wide", "add_s8", "conv2d_s16", "fully_connected_s16")
+TARGET_CASES = 24
+
+
+def target_cases(kernels: tuple[str, ...], count: int) -> list[tuple[str, int, TargetCase]]:
+    """(kernel, case number, case) for the on-target runs, the same seeded cases as on the host."""
+    gens = {**GENERATORS, **WIDE_GENERATORS}
+    out = []
+    for kernel in kernels:
+        rng = np.random.default_rng([7, sorted(gens).index(kernel)])
+        for k in range(count):
+            case = gens[kernel](Builder(rng), k)
+            node = case.graph.nodes[0]
+            prepare, evaluate = SIMULATOR[node.op]
+            params = prepare(case.graph, node)
+            args = node_args(case)
+            out.append((kernel, k, TargetCase(case.graph, params, args, evaluate(params, args))))
+    return out
+
+
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_kernels_bit_exact_on_emulator(board, tmp_path) -> None:
+    """The kernels as the board's core runs them (DSP paths on M7/M4) equal the simulator on the
+    same seeded cases, compared on the target; every case names itself on a mismatch."""
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
+    cases = target_cases(TARGET_KERNELS, TARGET_CASES)
+    elf = build_image([c for _, _, c in cases], board, tmp_path)
+    results = run_image(elf, board, len(cases))
+    for (kernel, k, case), res in zip(cases, results):
+        assert res.status == 0, f"{board} {kernel} case {k}: status {res.status}"
+        if res.first_bad >= 0:
+            flat = case.expected.reshape(-1)
+            index = res.first_bad // flat.itemsize
+            pos = tuple(int(i) for i in np.unravel_index(index, case.expected.shape))
+            raise AssertionError(f"{board} {kernel} case {k} index {pos}: differs from the expected {flat[index]}")
 
 
 # ---- cross-compilation -----------------------------------------------------------------------

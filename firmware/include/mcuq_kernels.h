@@ -40,7 +40,14 @@ typedef enum {
  * output_h, output_w, output_c]. Window origin of output (oy, ox) is (oy * stride_h - pad_top,
  * ox * stride_w - pad_left); tap (ky, kx) reads row origin + ky * dilation_h (columns alike);
  * taps outside the image are skipped. Output channel c: acc = sum w * (x + input_offset) +
- * bias[c]; y = clamp(requantize(acc, multiplier[c], shift[c]) + output_offset, act_min, act_max). */
+ * bias[c]; y = clamp(requantize(acc, multiplier[c], shift[c]) + output_offset, act_min, act_max).
+ *
+ * Pack-time data for the int8 fast paths (mcuq/simulate/conv.py channel_data()): channel_data[c]
+ * = {b, M, r, h}, b = bias[c] (when bias_folded; else 0) + input_offset * sum of channel c's
+ * weights, M = multiplier[c]; when r > 0, requantize(acc, M, shift[c]) =
+ * (((h - (acc < 0)) * 2^32 + (2^30 ^ (acc & 2^31)) + acc * M) >> 32) >> r, else h = shift[c].
+ * With the input offset in b, a tap outside the image counts as the value -input_offset.
+ * shift_only: every multiplier is 2^30 (mcuq_requantize_pow2() applies). */
 typedef struct {
     int32_t batches;
     int32_t input_h;
@@ -66,12 +73,17 @@ typedef struct {
     int32_t act_min;
     int32_t act_max;
     int32_t accumulator_bits;  /* 32: int32 accumulator and bias; 64: int64 (16x8 only) */
+    const int32_t *channel_data; /* [output_c][4] for int8 activations, else unused */
+    int32_t bias_folded;       /* 1: channel_data's b includes bias[c] (the kernel ignores bias) */
+    int32_t shift_only;        /* 1: every multiplier is 2^30 */
 } mcuq_conv_params_t;
 
 /* FULLY_CONNECTED: input read as [batches, depth], filter [units, depth], output [batches, units].
  * acc = sum (w + filter_offset) * (x + input_offset) + bias[o];
  * y = clamp(requantize(acc, multiplier[k], shift[k]) + output_offset, act_min, act_max) with
- * k = o when per_channel, else 0. */
+ * k = o when per_channel, else 0. channel_data, bias_folded and shift_only as for convolution,
+ * one channel_data row per unit, b = bias[o] + input_offset * sum_i (w[o][i] + filter_offset)
+ * (filter_offset * sum x, which depends on the input, is added by the kernel). */
 typedef struct {
     int32_t batches;
     int32_t depth;
@@ -85,6 +97,9 @@ typedef struct {
     int32_t act_min;
     int32_t act_max;
     int32_t accumulator_bits;  /* 32 or 64 as for convolution */
+    const int32_t *channel_data; /* [units][4] for int8 activations, else unused */
+    int32_t bias_folded;
+    int32_t shift_only;
 } mcuq_fully_connected_params_t;
 
 /* AVERAGE_POOL_2D and MAX_POOL_2D over raw values (input and output share scale and zero point).

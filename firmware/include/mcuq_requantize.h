@@ -78,6 +78,24 @@ static inline int32_t mcuq_requantize(int32_t x, int32_t multiplier, int32_t shi
     return mcuq_rdbpot(mcuq_srdhm(mcuq_wrap32((uint32_t)x << left), multiplier), right);
 }
 
+/* mcuq_requantize(x, 2^30, shift) without a multiplication (power-of-two scales; the twin of
+ * mcuq.fixedpoint.requantize_pow2): SRDHM(a, 2^30) = floor((a + 1) / 2) = (a >> 1) + (a & 1),
+ * then RDBPOT with every intermediate inside int32 (no overflow at a = INT32_MAX). */
+static inline int32_t mcuq_requantize_pow2(int32_t x, int32_t shift)
+{
+    const int32_t a = mcuq_wrap32((uint32_t)x << (shift > 0 ? shift : 0));
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int32_t t = (a >> 1) + (a & 1);
+    const int32_t v = t - (t < 0);
+    if (right == 0) {
+        return t;
+    }
+    if (right == 1) {
+        return (v >> 1) + (v & 1);
+    }
+    return ((v >> 1) + (INT32_C(1) << (right - 2))) >> (right - 1);
+}
+
 /* MultiplyByQuantizedMultiplier (int64 accumulator), shift in [-31, 7]: one rounding with the
  * multiplier's top 16 bits, (x * m16 + 2^(14 - shift)) >> (15 - shift), truncated to int32
  * (products wrap modulo 2^64 as TFLM's would). */

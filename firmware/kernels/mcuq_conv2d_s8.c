@@ -17,6 +17,78 @@ static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t inpu
     return acc;
 }
 
+#if MCUQ_DSP
+/* Row r of a column block: output pixel (b, oy, ox)'s window in filter order (ky, kx, channel),
+ * taps outside the image holding -input_offset (their term vanishes: the offset is in the bias). */
+static void window_row(const mcuq_conv_params_t *p, const int8_t *input, uint32_t *block, int32_t rows,
+                       int32_t r, int32_t b, int32_t oy, int32_t ox)
+{
+    const int32_t ic = p->input_c, span = p->filter_w * ic, pad = -p->input_offset;
+    const int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
+    const int32_t whole = x0 >= 0 && x0 + (p->filter_w - 1) * p->dilation_w < p->input_w && p->dilation_w == 1;
+    int32_t ky, kx, k = 0;
+    for (ky = 0; ky < p->filter_h; ky++, k += span) {
+        const int32_t iy = y0 + ky * p->dilation_h;
+        const int8_t *row;
+        if (iy < 0 || iy >= p->input_h) {
+            mcuq_block_fill(block, rows, r, k, pad, span);
+            continue;
+        }
+        row = input + (b * p->input_h + iy) * p->input_w * ic;
+        if (whole) {
+            mcuq_block_put(block, rows, r, k, row + x0 * ic, span);
+        } else {
+            for (kx = 0; kx < p->filter_w; kx++) {
+                const int32_t ix = x0 + kx * p->dilation_w;
+                if (ix < 0 || ix >= p->input_w) {
+                    mcuq_block_fill(block, rows, r, k + kx * ic, pad, ic);
+                } else {
+                    mcuq_block_put(block, rows, r, k + kx * ic, row + ix * ic, ic);
+                }
+            }
+        }
+    }
+}
+
+/* Pairs of output pixels: their windows as a 2-row column block times every filter. */
+static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
+{
+    uint32_t block[MCUQ_DSP_BLOCK_WORDS];
+    const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
+    const int32_t pixels = p->batches * p->output_h * p->output_w;
+    int32_t i, r, rows, b = 0, oy = 0, ox = 0; /* (b, oy, ox): the next pixel's position */
+    mcuq_matmul_t q;
+    q.channel_data = p->channel_data;
+    q.row_bias[0] = q.row_bias[1] = 0;
+    q.output_offset = p->output_offset;
+    q.act_min = p->act_min;
+    q.act_max = p->act_max;
+    mcuq_block_clear_tail(block, 2, k);
+    for (i = 0; i < pixels; i += rows) {
+        rows = pixels - i >= 2 ? 2 : 1;
+        if (rows == 1) {
+            mcuq_block_clear_tail(block, 1, k);
+        }
+        for (r = 0; r < rows; r++) {
+            window_row(p, input, block, rows, r, b, oy, ox);
+            if (++ox == p->output_w) {
+                ox = 0;
+                if (++oy == p->output_h) {
+                    oy = 0;
+                    b++;
+                }
+            }
+        }
+        if (rows == 2) {
+            mcuq_matmul_s8_rows2(&q, block, k, filter, n, output, output + n);
+        } else {
+            mcuq_matmul_s8_rows1(&q, block, k, filter, n, output);
+        }
+        output += rows * n;
+    }
+}
+#endif
+
 mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter,
                              const int32_t *bias, int8_t *output)
 {
@@ -24,6 +96,13 @@ mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, c
     if (p->accumulator_bits != 32 || p->groups <= 0 || p->input_c % p->groups || p->output_c % p->groups) {
         return MCUQ_ERR_PARAMS;
     }
+#if MCUQ_DSP
+    if (p->groups == 1 && p->filter_h * p->filter_w * p->input_c <= MCUQ_DSP_MAX_DEPTH &&
+        (p->bias_folded || bias == NULL)) {
+        conv_dsp(p, input, filter, output);
+        return MCUQ_OK;
+    }
+#endif
     group_in = p->input_c / p->groups;
     group_out = p->output_c / p->groups;
     for (b = 0; b < p->batches; b++) {

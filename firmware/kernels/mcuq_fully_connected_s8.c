@@ -17,6 +17,52 @@ static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t inpu
     return acc;
 }
 
+#if MCUQ_DSP
+/* filter_offset * sum of a row's inputs, the part of the offsets that depends on the input. */
+static int32_t filter_offset_term(const mcuq_fully_connected_params_t *p, const int8_t *x)
+{
+    uint32_t sum = 0;
+    int32_t i;
+    if (p->filter_offset == 0) {
+        return 0;
+    }
+    for (i = 0; i < p->depth; i++) {
+        sum += (uint32_t)x[i];
+    }
+    return mcuq_wrap32(sum * (uint32_t)p->filter_offset);
+}
+
+/* Input rows in pairs (a 2-row column block) or alone, times every filter row. */
+static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const int8_t *input, const int8_t *filter,
+                                int8_t *output)
+{
+    uint32_t block[MCUQ_DSP_BLOCK_WORDS];
+    const int32_t k = p->depth, n = p->units;
+    int32_t b, rows;
+    mcuq_matmul_t q;
+    q.channel_data = p->channel_data;
+    q.output_offset = p->output_offset;
+    q.act_min = p->act_min;
+    q.act_max = p->act_max;
+    q.row_bias[1] = 0;
+    for (b = 0; b < p->batches; b += rows) {
+        const int8_t *x = input + b * k;
+        rows = p->batches - b >= 2 && k <= MCUQ_DSP_MAX_DEPTH ? 2 : 1;
+        mcuq_block_clear_tail(block, rows, k);
+        mcuq_block_put(block, rows, 0, 0, x, k);
+        q.row_bias[0] = filter_offset_term(p, x);
+        if (rows == 2) {
+            mcuq_block_put(block, rows, 1, 0, x + k, k);
+            q.row_bias[1] = filter_offset_term(p, x + k);
+            mcuq_matmul_s8_rows2(&q, block, k, filter, n, output, output + n);
+        } else {
+            mcuq_matmul_s8_rows1(&q, block, k, filter, n, output);
+        }
+        output += rows * n;
+    }
+}
+#endif
+
 mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, const int8_t *input,
                                       const int8_t *filter, const int32_t *bias, int8_t *output)
 {
@@ -24,6 +70,12 @@ mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, co
     if (p->accumulator_bits != 32) {
         return MCUQ_ERR_PARAMS;
     }
+#if MCUQ_DSP
+    if (p->depth <= 2 * MCUQ_DSP_MAX_DEPTH && (p->bias_folded || bias == NULL)) { /* 1 row: 2 words per 4 inputs */
+        fully_connected_dsp(p, input, filter, output);
+        return MCUQ_OK;
+    }
+#endif
     for (b = 0; b < p->batches; b++) {
         const int8_t *x = input + b * p->depth;
         for (o = 0; o < p->units; o++) {

@@ -1,5 +1,6 @@
 /* Helpers private to the kernel files: N-d index walks (broadcasting, PAD, MEAN), raw block
- * copies (PAD, CONCATENATION), the softmax row normalisation and bit-width dispatch. */
+ * copies (PAD, CONCATENATION), the softmax row normalisation, bit-width dispatch, and the
+ * DSP-extension primitives and matrix products of the int8 fast paths. */
 #ifndef MCUQ_SUPPORT_H
 #define MCUQ_SUPPORT_H
 
@@ -8,6 +9,184 @@
 
 #include "mcuq_kernels.h"
 #include "mcuq_requantize.h"
+
+/* ---- DSP extension ------------------------------------------------------------------------
+ * MCUQ_DSP is 1 when the compiler targets the Armv7E-M DSP extension (__ARM_FEATURE_DSP:
+ * Cortex-M4, M7, M33, M55), whose SIMD instructions the kernels reach through ACLE intrinsics.
+ * The host tests define MCUQ_DSP_EMULATED to run the very same DSP-path algorithms over the
+ * portable twins below (bit-exact definitions of the instructions), so every fast path is
+ * compared with the simulator on the host, under UBSan too, before QEMU runs the real thing. */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#define MCUQ_DSP 1
+#elif defined(MCUQ_DSP_EMULATED)
+#define MCUQ_DSP 1
+#else
+#define MCUQ_DSP 0
+#endif
+
+typedef char mcuq_arithmetic_right_shift64_check[(-INT64_C(1099511627776) >> 41) == -1 ? 1 : -1];
+
+/* 4 bytes from any address (one LDR: Armv7-M loads words unaligned). */
+static inline uint32_t mcuq_read_u32(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void mcuq_write_u32(void *p, uint32_t v) { memcpy(p, &v, sizeof v); }
+
+#if MCUQ_DSP
+#if defined(__ARM_FEATURE_DSP)
+/* SXTB16: bytes 0 and 2 of x, sign-extended, as two int16 lanes. */
+static inline uint32_t mcuq_sxtb16(uint32_t x) { return (uint32_t)__sxtb16((int32_t)x); }
+/* SMLAD: acc + lo(a) * lo(b) + hi(a) * hi(b) (int16 lanes), modulo 2^32. */
+static inline int32_t mcuq_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlad((int32_t)a, (int32_t)b, acc);
+}
+/* SMLABB / SMLATT: acc + lo(a) * lo(b), acc + hi(a) * hi(b), modulo 2^32. */
+static inline int32_t mcuq_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlabb((int32_t)a, (int32_t)b, acc);
+}
+static inline int32_t mcuq_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return __smlatt((int32_t)a, (int32_t)b, acc);
+}
+#else
+static inline int32_t mcuq_lane16(uint32_t x, int32_t lane)
+{
+    const uint32_t h = (x >> (16 * lane)) & 0xFFFFu;
+    return (int32_t)h - (int32_t)((h & 0x8000u) << 1);
+}
+static inline uint32_t mcuq_sxtb16(uint32_t x)
+{
+    const uint32_t lo = ((x & 0xFFu) ^ 0x80u) - 0x80u, hi = (((x >> 16) & 0xFFu) ^ 0x80u) - 0x80u;
+    return (lo & 0xFFFFu) | (hi << 16);
+}
+static inline int32_t mcuq_smlad(uint32_t a, uint32_t b, int32_t acc)
+{
+    return mcuq_wrap32((uint32_t)acc + (uint32_t)(mcuq_lane16(a, 0) * mcuq_lane16(b, 0)) +
+                       (uint32_t)(mcuq_lane16(a, 1) * mcuq_lane16(b, 1)));
+}
+static inline int32_t mcuq_smlabb(uint32_t a, uint32_t b, int32_t acc)
+{
+    return mcuq_wrap32((uint32_t)acc + (uint32_t)(mcuq_lane16(a, 0) * mcuq_lane16(b, 0)));
+}
+static inline int32_t mcuq_smlatt(uint32_t a, uint32_t b, int32_t acc)
+{
+    return mcuq_wrap32((uint32_t)acc + (uint32_t)(mcuq_lane16(a, 1) * mcuq_lane16(b, 1)));
+}
+#endif
+
+/* x saturated to the int8 range (SSAT #8). */
+static inline int32_t mcuq_ssat8(int32_t x)
+{
+#if defined(__ARM_FEATURE_DSP)
+    return __ssat(x, 8);
+#else
+    return x < -128 ? -128 : (x > 127 ? 127 : x);
+#endif
+}
+
+/* SXTB16 of x rotated right by 8: bytes 1 and 3 (GCC 12 does not fold the rotation). */
+static inline uint32_t mcuq_sxtb16_ror8(uint32_t x) { return mcuq_sxtb16((x >> 8) | (x << 24)); }
+
+/* ---- column blocks and matrix products of the int8 DSP paths -------------------------------
+ * A column block holds `rows` (1 or 2) int8 vectors x[r][0 .. k) widened to int16 lanes that
+ * pair with a weight word w = [b0 b1 b2 b3] without a rotation: for each group g of 4 elements,
+ * row r owns the words block[2 * rows * g + 2 * r] = (256 x[4g], 256 x[4g+2]), for SXTB16(w) =
+ * (b0, b2), and [.. + 1] = (x[4g+1], x[4g+3]), for w & 0xFF00FF00 = (256 b1, 256 b3): each
+ * SMLAD adds 256 times two products (low lane first; lanes past k hold 0). GCC 12 does not fold
+ * a rotation into SXTB16, so unpacking both byte pairs of w this way costs one instruction
+ * less. Kernels keep blocks on the stack: at most MCUQ_DSP_MAX_DEPTH elements per row. */
+#define MCUQ_DSP_MAX_DEPTH 640
+#define MCUQ_DSP_BLOCK_WORDS MCUQ_DSP_MAX_DEPTH /* 2 rows x 2 words per 4 elements */
+#define MCUQ_LANE_MASK UINT32_C(0xFF00FF00)     /* the high byte of each int16 lane */
+
+/* Element k of row r: lane (k >> 1) & 1 of word (k & 1) of its group, times 256 in word 0. */
+static inline void mcuq_block_put1(uint32_t *block, int32_t rows, int32_t r, int32_t k, int32_t v)
+{
+    uint32_t *word = block + 2 * rows * (k >> 2) + 2 * r + (k & 1);
+    const int32_t lane = 16 * ((k >> 1) & 1);
+    const uint32_t value = (k & 1) ? (uint32_t)v : (uint32_t)v << 8;
+    *word = (*word & ~(UINT32_C(0xFFFF) << lane)) | ((value & 0xFFFFu) << lane);
+}
+
+/* Elements k .. k + n - 1 of row r from n int8 values at src (any alignment). */
+static inline void mcuq_block_put(uint32_t *block, int32_t rows, int32_t r, int32_t k, const int8_t *src,
+                                  int32_t n)
+{
+    uint32_t *dst;
+    for (; n > 0 && (k & 3); n--) {
+        mcuq_block_put1(block, rows, r, k++, *src++);
+    }
+    dst = block + 2 * rows * (k >> 2) + 2 * r;
+    for (; n >= 4; n -= 4, k += 4) {
+        const uint32_t v = mcuq_read_u32(src);
+        dst[0] = (v << 8) & MCUQ_LANE_MASK;
+        dst[1] = mcuq_sxtb16_ror8(v);
+        dst += 2 * rows;
+        src += 4;
+    }
+    for (; n > 0; n--) {
+        mcuq_block_put1(block, rows, r, k++, *src++);
+    }
+}
+
+/* Elements k .. k + n - 1 of row r set to v (taps outside the image). */
+static inline void mcuq_block_fill(uint32_t *block, int32_t rows, int32_t r, int32_t k, int32_t v, int32_t n)
+{
+    const uint32_t even = (((uint32_t)v << 8) & 0xFFFFu) * UINT32_C(0x10001);
+    const uint32_t odd = ((uint32_t)v & 0xFFFFu) * UINT32_C(0x10001);
+    uint32_t *dst;
+    for (; n > 0 && (k & 3); n--) {
+        mcuq_block_put1(block, rows, r, k++, v);
+    }
+    dst = block + 2 * rows * (k >> 2) + 2 * r;
+    for (; n >= 4; n -= 4, k += 4) {
+        dst[0] = even;
+        dst[1] = odd;
+        dst += 2 * rows;
+    }
+    for (; n > 0; n--) {
+        mcuq_block_put1(block, rows, r, k++, v);
+    }
+}
+
+/* Zeroes the last group of a k-element block (the lanes past k stay 0 while rows are filled). */
+static inline void mcuq_block_clear_tail(uint32_t *block, int32_t rows, int32_t k)
+{
+    int32_t i;
+    if (k & 3) {
+        for (i = 0; i < 2 * rows; i++) {
+            block[2 * rows * (k >> 2) + i] = 0;
+        }
+    }
+}
+
+/* What the products need besides the block and the weights: output channel c of row r starts
+ * from channel_data[c][0] + row_bias[r] (the bias must be folded into channel_data), then
+ * clamp(requantize + output_offset) from channel_data[c] (mcuq_requantize_channel()). */
+typedef struct {
+    const int32_t *channel_data; /* [n][4] */
+    int32_t row_bias[2];
+    int32_t output_offset;
+    int32_t act_min;
+    int32_t act_max;
+} mcuq_matmul_t;
+
+/* out_r[c] for c < n, r < 2: the k-element rows of `block` (2 rows) times the weight rows
+ * w[c][0 .. k) (row stride k, any alignment). */
+void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out0, int8_t *out1);
+
+/* The same for a one-row block. */
+void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out);
+#endif /* MCUQ_DSP */
 
 /* A walk over an MCUQ_MAX_DIMS-D index (last axis fastest) tracking two linear offsets. */
 typedef struct {
@@ -86,6 +265,32 @@ static inline int32_t mcuq_offset_clamp(int32_t x, int32_t offset, int32_t lo, i
 {
     const int64_t y = (int64_t)x + offset;
     return y < lo ? lo : (y > hi ? hi : (int32_t)y);
+}
+
+/* clamp(requantize(acc, multiplier, shift) + output_offset, lo, hi), out of line (the rare
+ * channels the fast form below does not cover). */
+int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,
+                              int32_t hi);
+
+/* requantize(acc, M, -(r + 1)) + output_offset from a channel_data row's M, r > 0 and h
+ * (mcuq_kernels.h): one 64-bit multiply-add, a shift and the offset. */
+static inline int32_t mcuq_requantize_fast(int32_t acc, int32_t m, int32_t r, int32_t h, int32_t output_offset)
+{
+    const uint32_t low = ((uint32_t)acc & UINT32_C(0x80000000)) ^ UINT32_C(0x40000000);
+    const int64_t k = (int64_t)(h + (acc >> 31)) * INT64_C(4294967296) + (int64_t)low;
+    return ((int32_t)((k + (int64_t)acc * m) >> 32) >> r) + output_offset;
+}
+
+/* The same from a channel's whole channel_data row {b, M, r, h}, any r. */
+static inline int32_t mcuq_requantize_channel(int32_t acc, const int32_t *cd, int32_t output_offset,
+                                              int32_t lo, int32_t hi)
+{
+    int32_t y;
+    if (cd[2] <= 0) {
+        return mcuq_requantize_clamp(acc, cd[1], cd[3], output_offset, lo, hi);
+    }
+    y = mcuq_requantize_fast(acc, cd[1], cd[2], cd[3], output_offset);
+    return y < lo ? lo : (y > hi ? hi : y);
 }
 
 /* Stores v as element k of an int`bits` array (v already within that type's range). */

@@ -40,6 +40,11 @@ class ConvParams:
     acc[c] = sum w * (x + input_offset) + bias[c] over in-image taps (filter zero point ignored);
     y = clamp(MBQM(acc, multiplier[c], shift[c]) + output_offset, act_min, act_max), with
     MBQM64 when ``accumulator_bits`` is 64.
+
+    Pack-time data for the firmware's fast paths (the simulator does not read them):
+    ``channel_data`` (see channel_data()), ``bias_folded`` (its bias column includes the bias
+    tensor, which is constant or absent) and ``shift_only`` (every multiplier is 2^30, so
+    requantization needs no multiplication: mcuq.fixedpoint.requantize_pow2).
     """
 
     batches: int
@@ -66,6 +71,9 @@ class ConvParams:
     act_min: int
     act_max: int
     accumulator_bits: int
+    channel_data: np.ndarray
+    bias_folded: bool
+    shift_only: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,6 +84,9 @@ class FullyConnectedParams:
     y = clamp(MBQM(acc, multiplier, shift) + output_offset, act_min, act_max). ``multiplier``
     and ``shift`` have one entry per unit when ``per_channel`` (filter_offset 0), else one entry
     (per-tensor, filter_offset applied); MBQM64 when ``accumulator_bits`` is 64.
+    ``channel_data``, ``bias_folded`` and ``shift_only`` as for ConvParams; the bias column
+    holds bias + input_offset * sum(w + filter_offset) (the filter_offset * sum(x) term depends on
+    the input and stays in the kernel).
     """
 
     batches: int
@@ -90,7 +101,47 @@ class FullyConnectedParams:
     act_min: int
     act_max: int
     accumulator_bits: int
+    channel_data: np.ndarray
+    bias_folded: bool
+    shift_only: bool
     output_shape: tuple[int, ...] = host_only()
+
+
+FAST_SHIFTS = (-31, -2)  # shifts whose requantization channel_data() turns into one 64-bit multiply-add
+
+
+def channel_data(offset_sums: np.ndarray, bias: np.ndarray | None, multiplier: np.ndarray,
+                 shift: np.ndarray) -> np.ndarray:
+    """Per output channel, the four int32 values the firmware's int8 fast paths read together:
+    {b, M, r, h} with b = wrap32(bias + offset_sums) (the input zero point folded into the bias,
+    ``offset_sums`` = input_offset * sum of the channel's weights) and M the multiplier.
+
+    For shift s in FAST_SHIFTS (a right shift by e = -s): r = e - 1 and h = 2^(e-2), so that
+    MBQM(acc, M, s) = (((h - [acc < 0]) * 2^32 + (2^30 ^ (acc & 2^31)) + acc * M) >> 32) >> r:
+    TFLM's two roundings (the nudge 2^30, then half away from zero on the sign of acc) as one
+    64-bit multiply-add and one shift. Otherwise r = 0 and h = s (the kernel applies MBQM itself).
+    """
+    n = offset_sums.shape[0]
+    b = offset_sums.astype(np.int64) + (0 if bias is None else bias.astype(np.int64))
+    m = np.broadcast_to(np.asarray(multiplier, np.int64), (n,))
+    s = np.broadcast_to(np.asarray(shift, np.int64), (n,))
+    fast = (s >= FAST_SHIFTS[0]) & (s <= FAST_SHIFTS[1])
+    e = np.where(fast, -s, 2)
+    r = np.where(fast, e - 1, 0)
+    h = np.where(fast, np.int64(1) << (e - 2), s)
+    return np.stack([wrap32(b), m, r, h], axis=1).astype(np.int32)
+
+
+def _fast_path_data(bias: Tensor | None, offset_sums: np.ndarray | None, multiplier: np.ndarray,
+                    shift: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+    """(channel_data, bias_folded, shift_only) for a node; channel_data is empty [0, 4] when the
+    node has no int8 fast path (``offset_sums`` None: int16 activations)."""
+    shift_only = bool(np.all(np.asarray(multiplier) == (1 << 30)))
+    if offset_sums is None:
+        return np.zeros((0, 4), np.int32), False, shift_only
+    folded = bias is None or bias.data is not None
+    b = bias.data if bias is not None and folded else None
+    return channel_data(offset_sums, b, multiplier, shift), folded, shift_only
 
 
 def _filter_io(graph: Graph, node: Node, int16_bias: tuple[str, ...]
@@ -167,9 +218,15 @@ def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
     m, s = _multipliers(graph, node, s_in, w.quant.scale, s_out, oc, bits)
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
     offsets = (-zp_in, zp_out) if x.dtype == "int8" else (0, 0)  # 16x8 kernels assume zero points 0
+    sums = None
+    if x.dtype == "int8":
+        wsum = w.data.astype(np.int64).reshape(-1, oc).sum(0) if depthwise else \
+            w.data.astype(np.int64).reshape(oc, -1).sum(1)
+        sums = offsets[0] * wsum
+    fast = _fast_path_data(bias, sums, m, s)
     return ConvParams(
         n, h, wd, ic, kh, kw, oh, ow, oc, a["stride_h"], a["stride_w"], a["dilation_h"],
-        a["dilation_w"], pt, pl, groups, dm, offsets[0], offsets[1], m, s, lo, hi, bits,
+        a["dilation_w"], pt, pl, groups, dm, offsets[0], offsets[1], m, s, lo, hi, bits, *fast,
     )
 
 
@@ -260,9 +317,13 @@ def prepare_fully_connected(graph: Graph, node: Node) -> FullyConnectedParams:
         _check_shifts(graph, node, s, bits)
         filter_offset = -zp_w
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
+    sums = None
+    if x.dtype == "int8":
+        sums = -zp_in * (w.data.astype(np.int64).sum(1) + depth * filter_offset)
+    fast = _fast_path_data(bias, sums, m, s)
     return FullyConnectedParams(
         batches, depth, units, w.quant.per_channel, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits,
-        y.shape,
+        *fast, y.shape,
     )
 
 

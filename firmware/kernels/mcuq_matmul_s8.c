@@ -1,0 +1,215 @@
+/* The int8 matrix products behind CONV_2D and FULLY_CONNECTED on the DSP path (mcuq_support.h):
+ * column blocks of int16 lanes times int8 weight rows, two MACs per SMLAD, the input offset
+ * already folded into the bias, then the per-channel requantization.
+ *
+ * A weight word w gives its lanes as SXTB16(w) and w & 0xFF00FF00 (the block's lanes carry the
+ * matching factors, see mcuq_support.h), so every SMLAD adds 256 times its two products. A chunk
+ * of at most 511 MACs sums to less than 2^23 in magnitude (|w|, |x| <= 128): its accumulator,
+ * 256 times the sum, stays inside int32 and shifts back exactly; chunks are added to the int32
+ * accumulator, which wraps as TFLM's does. */
+#include "mcuq_support.h"
+
+int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,
+                              int32_t hi)
+{
+    return mcuq_offset_clamp(mcuq_requantize(acc, multiplier, shift), output_offset, lo, hi);
+}
+
+#if MCUQ_DSP
+
+#define CHUNK_GROUPS 127 /* 508 MACs, and with the last group's up to 3 more at most 511 */
+
+/* Bytes 0 .. n-1 (n < 4) of a row's last, partial group, the rest 0. */
+static inline uint32_t partial_word(const int8_t *w, int32_t n)
+{
+    uint32_t v = (uint8_t)w[0];
+    if (n > 1) {
+        v |= (uint32_t)(uint8_t)w[1] << 8;
+    }
+    if (n > 2) {
+        v |= (uint32_t)(uint8_t)w[2] << 16;
+    }
+    return v;
+}
+
+/* a + 256 * the products of one group: block words e and o of a row with weight word v. */
+static inline int32_t mac4(uint32_t e, uint32_t o, uint32_t v, int32_t a)
+{
+    return mcuq_smlad(o, v & MCUQ_LANE_MASK, mcuq_smlad(e, mcuq_sxtb16(v), a));
+}
+
+/* y clamped to [lo, hi]; `full`: that is the int8 range (one SSAT). */
+static inline int32_t clamp(int32_t y, int32_t lo, int32_t hi, int32_t full)
+{
+    if (full) {
+        return mcuq_ssat8(y);
+    }
+    return y < lo ? lo : (y > hi ? hi : y);
+}
+
+/* The output of channel row cd = {b, M, r, h} for a sum s: bias b and row_bias added,
+ * requantized, clamped. */
+static inline int32_t output(const mcuq_matmul_t *q, const int32_t *cd, int32_t row_bias, int32_t s, int32_t full)
+{
+    const int32_t acc = mcuq_add_wrap(mcuq_add_wrap(cd[0], row_bias), s);
+    if (cd[2] <= 0) {
+        return mcuq_requantize_clamp(acc, cd[1], cd[3], q->output_offset, q->act_min, q->act_max);
+    }
+    return clamp(mcuq_requantize_fast(acc, cd[1], cd[2], cd[3], q->output_offset), q->act_min, q->act_max, full);
+}
+
+/* s[] += the sums of the k-element (k <= 511) block rows 0 and 1 times weight rows w0 and w1:
+ * (row 0, w0), (row 1, w0), (row 0, w1), (row 1, w1), each modulo 2^32. */
+static inline void dot_2x2(const uint32_t *x, const int8_t *w0, const int8_t *w1, int32_t k, int32_t *s)
+{
+    const uint32_t *end = x + 4 * (k >> 2);
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    for (; x != end; x += 4, w0 += 4, w1 += 4) {
+        const uint32_t v0 = mcuq_read_u32(w0), v1 = mcuq_read_u32(w1);
+        const uint32_t l0 = mcuq_sxtb16(v0), h0 = v0 & MCUQ_LANE_MASK;
+        const uint32_t l1 = mcuq_sxtb16(v1), h1 = v1 & MCUQ_LANE_MASK;
+        uint32_t t = x[0];
+        a00 = mcuq_smlad(t, l0, a00);
+        a10 = mcuq_smlad(t, l1, a10);
+        t = x[2];
+        a01 = mcuq_smlad(t, l0, a01);
+        a11 = mcuq_smlad(t, l1, a11);
+        t = x[1];
+        a00 = mcuq_smlad(t, h0, a00);
+        a10 = mcuq_smlad(t, h1, a10);
+        t = x[3];
+        a01 = mcuq_smlad(t, h0, a01);
+        a11 = mcuq_smlad(t, h1, a11);
+    }
+    if (k & 3) {
+        const uint32_t v0 = partial_word(w0, k & 3), v1 = partial_word(w1, k & 3);
+        a00 = mac4(x[0], x[1], v0, a00);
+        a01 = mac4(x[2], x[3], v0, a01);
+        a10 = mac4(x[0], x[1], v1, a10);
+        a11 = mac4(x[2], x[3], v1, a11);
+    }
+    s[0] = mcuq_add_wrap(s[0], a00 >> 8);
+    s[1] = mcuq_add_wrap(s[1], a01 >> 8);
+    s[2] = mcuq_add_wrap(s[2], a10 >> 8);
+    s[3] = mcuq_add_wrap(s[3], a11 >> 8);
+}
+
+/* Rows longer than one chunk, in chunks (out of line: rare). */
+static void dot_2x2_long(const uint32_t *x, const int8_t *w0, const int8_t *w1, int32_t k, int32_t *s)
+{
+    for (; k > 4 * CHUNK_GROUPS; k -= 4 * CHUNK_GROUPS) {
+        dot_2x2(x, w0, w1, 4 * CHUNK_GROUPS, s);
+        x += 4 * CHUNK_GROUPS;
+        w0 += 4 * CHUNK_GROUPS;
+        w1 += 4 * CHUNK_GROUPS;
+    }
+    dot_2x2(x, w0, w1, k, s);
+}
+
+/* Channel row cd's outputs for rows 0 and 1 from their sums. */
+static inline __attribute__((always_inline)) void out_channel(const mcuq_matmul_t *q, const int32_t *cd, int32_t s0,
+                                                              int32_t s1, int8_t *o0, int8_t *o1, int32_t full)
+{
+    const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
+    int32_t y0, y1;
+    if (r > 0) {
+        y0 = clamp(mcuq_requantize_fast(mcuq_add_wrap(mcuq_add_wrap(b, q->row_bias[0]), s0), m, r, h, q->output_offset), q->act_min,
+                   q->act_max, full);
+        y1 = clamp(mcuq_requantize_fast(mcuq_add_wrap(mcuq_add_wrap(b, q->row_bias[1]), s1), m, r, h, q->output_offset), q->act_min,
+                   q->act_max, full);
+    } else {
+        y0 = output(q, cd, q->row_bias[0], s0, full);
+        y1 = output(q, cd, q->row_bias[1], s1, full);
+    }
+    *o0 = (int8_t)y0;
+    *o1 = (int8_t)y1;
+}
+
+/* All channels of a 2-row block; `full` as for clamp(). */
+static inline __attribute__((always_inline)) void rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k,
+                                                        const int8_t *w, int32_t n, int8_t *out0, int8_t *out1,
+                                                        int32_t full)
+{
+    const int32_t *cd = q->channel_data;
+    int32_t c;
+    for (c = 0; c < n; c += 2, cd += 8, w += 2 * k) {
+        /* channels c and c + 1; a last odd channel is computed twice, stored once */
+        int32_t s[4] = {0, 0, 0, 0};
+        if (k <= 4 * CHUNK_GROUPS + 3) {
+            dot_2x2(block, w, c + 1 < n ? w + k : w, k, s);
+        } else {
+            dot_2x2_long(block, w, c + 1 < n ? w + k : w, k, s);
+        }
+        out_channel(q, cd, s[0], s[1], out0 + c, out1 + c, full);
+        if (c + 1 < n) {
+            out_channel(q, cd + 4, s[2], s[3], out0 + c + 1, out1 + c + 1, full);
+        }
+    }
+}
+
+void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out0, int8_t *out1)
+{
+    const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
+    if (local.act_min == -128 && local.act_max == 127) {
+        rows2(&local, block, k, w, n, out0, out1, 1);
+    } else {
+        rows2(&local, block, k, w, n, out0, out1, 0);
+    }
+}
+
+/* s[] = the sums of a one-row block times weight rows w0, w1, w2, w3. */
+static void dot_1x4(const uint32_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2, const int8_t *w3,
+                    int32_t k, int32_t *s)
+{
+    int32_t g = k >> 2, s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (;;) {
+        const int32_t m = g < CHUNK_GROUPS ? g : CHUNK_GROUPS;
+        const uint32_t *end = x + 2 * m;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (; x != end; x += 2, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
+            const uint32_t e = x[0], o = x[1];
+            a0 = mac4(e, o, mcuq_read_u32(w0), a0);
+            a1 = mac4(e, o, mcuq_read_u32(w1), a1);
+            a2 = mac4(e, o, mcuq_read_u32(w2), a2);
+            a3 = mac4(e, o, mcuq_read_u32(w3), a3);
+        }
+        g -= m;
+        if (g == 0 && (k & 3)) {
+            a0 = mac4(x[0], x[1], partial_word(w0, k & 3), a0);
+            a1 = mac4(x[0], x[1], partial_word(w1, k & 3), a1);
+            a2 = mac4(x[0], x[1], partial_word(w2, k & 3), a2);
+            a3 = mac4(x[0], x[1], partial_word(w3, k & 3), a3);
+        }
+        s0 = mcuq_add_wrap(s0, a0 >> 8);
+        s1 = mcuq_add_wrap(s1, a1 >> 8);
+        s2 = mcuq_add_wrap(s2, a2 >> 8);
+        s3 = mcuq_add_wrap(s3, a3 >> 8);
+        if (g == 0) {
+            break;
+        }
+    }
+    s[0] = s0;
+    s[1] = s1;
+    s[2] = s2;
+    s[3] = s3;
+}
+
+void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out)
+{
+    const mcuq_matmul_t local = *q;
+    const int32_t full = local.act_min == -128 && local.act_max == 127;
+    int32_t c, i, s[4];
+    for (c = 0; c < n; c += 4) {
+        /* channels c .. c + 3; missing ones at the end repeat channel c, stored once */
+        const int8_t *w0 = w + c * k;
+        dot_1x4(block, w0, c + 1 < n ? w0 + k : w0, c + 2 < n ? w0 + 2 * k : w0, c + 3 < n ? w0 + 3 * k : w0, k, s);
+        for (i = 0; i < 4 && c + i < n; i++) {
+            const int32_t *cd = local.channel_data + 4 * (c + i);
+            out[c + i] = (int8_t)output(&local, cd, local.row_bias[0], s[i], full);
+        }
+    }
+}
+
+#endif /* MCUQ_DSP */
