@@ -407,7 +407,24 @@ def gen_fully_connected_wide(b: Builder, k: int) -> Case:
     return b.case(Op.FULLY_CONNECTED, [x, wt, bias], y, {"activation": b.act()})
 
 
+def gen_add_wide(b: Builder, k: int) -> Case:
+    """ADD over feature maps of real size (1,024 to 8,192 elements), flat or broadcasting, every
+    relation of the two input scales (equal, close, far apart)."""
+    r = b.rng
+    h, w, c = int(r.integers(8, 33)), int(r.integers(8, 17)), int(r.choice([4, 8, 16]))
+    s1 = (1, h, w, c)
+    s2 = s1 if k % 3 else ((1, 1, 1, c) if k % 2 else (1, h, w, 1))
+    a1 = b.scale(0.01, 0.1)
+    a2 = a1 if k % 5 == 0 else a1 * float(r.choice([0.9, 0.5, 0.3, 0.05, 2.0]))
+    x1 = b.feed(s1, "int8", a1, b.zp("int8"))
+    x2 = b.feed(s2, "int8", a2, b.zp("int8"))
+    s_out = max(a1, a2) * float(r.uniform(0.5, 3))
+    y = b.tensor(s1, "int8", s_out, b.zp("int8"))
+    return b.case(Op.ADD, [x1, x2], y, {"activation": b.act()})
+
+
 WIDE_GENERATORS = {
+    "add_s8_wide": gen_add_wide,
     "conv2d_s8_wide": gen_conv_wide,
     "depthwise_conv2d_s8_wide": gen_depthwise_wide,
     "fully_connected_s8_wide": gen_fully_connected_wide,
@@ -692,7 +709,8 @@ def test_dsp_paths_have_no_undefined_behaviour(tmp_path_factory, capfd) -> None:
 # ---- on the emulated boards ---------------------------------------------------------------------
 
 TARGET_KERNELS = ("conv2d_s8", "conv2d_s8_wide", "depthwise_conv2d_s8", "depthwise_conv2d_s8_wide",
-                  "fully_connected_s8", "fully_connected_s8_wide", "add_s8", "conv2d_s16", "fully_connected_s16")
+                  "fully_connected_s8", "fully_connected_s8_wide", "add_s8", "add_s8_wide", "conv2d_s16",
+                  "fully_connected_s16")
 TARGET_CASES = 24
 
 

@@ -58,91 +58,78 @@ static inline int32_t output(const mcuq_matmul_t *q, const int32_t *cd, int32_t 
     return clamp(mcuq_requantize_fast(acc, cd[1], cd[2], cd[3], q->output_offset), q->act_min, q->act_max, full);
 }
 
-/* s[] += the sums of the k-element (k <= 511) block rows 0 and 1 times weight rows w0 and w1:
- * (row 0, w0), (row 1, w0), (row 0, w1), (row 1, w1), each modulo 2^32. */
-static inline void dot_2x2(const uint32_t *x, const int8_t *w0, const int8_t *w1, int32_t k, int32_t *s)
-{
-    const uint32_t *end = x + 4 * (k >> 2);
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    for (; x != end; x += 4, w0 += 4, w1 += 4) {
-        const uint32_t v0 = mcuq_read_u32(w0), v1 = mcuq_read_u32(w1);
-        const uint32_t l0 = mcuq_sxtb16(v0), h0 = v0 & MCUQ_LANE_MASK;
-        const uint32_t l1 = mcuq_sxtb16(v1), h1 = v1 & MCUQ_LANE_MASK;
-        uint32_t t = x[0];
-        a00 = mcuq_smlad(t, l0, a00);
-        a10 = mcuq_smlad(t, l1, a10);
-        t = x[2];
-        a01 = mcuq_smlad(t, l0, a01);
-        a11 = mcuq_smlad(t, l1, a11);
-        t = x[1];
-        a00 = mcuq_smlad(t, h0, a00);
-        a10 = mcuq_smlad(t, h1, a10);
-        t = x[3];
-        a01 = mcuq_smlad(t, h0, a01);
-        a11 = mcuq_smlad(t, h1, a11);
-    }
-    if (k & 3) {
-        const uint32_t v0 = partial_word(w0, k & 3), v1 = partial_word(w1, k & 3);
-        a00 = mac4(x[0], x[1], v0, a00);
-        a01 = mac4(x[2], x[3], v0, a01);
-        a10 = mac4(x[0], x[1], v1, a10);
-        a11 = mac4(x[2], x[3], v1, a11);
-    }
-    s[0] = mcuq_add_wrap(s[0], a00 >> 8);
-    s[1] = mcuq_add_wrap(s[1], a01 >> 8);
-    s[2] = mcuq_add_wrap(s[2], a10 >> 8);
-    s[3] = mcuq_add_wrap(s[3], a11 >> 8);
-}
+#define SUM_CHANNELS 32 /* output channels summed before their requantization pass */
 
-/* Rows longer than one chunk, in chunks (out of line: rare). */
-static void dot_2x2_long(const uint32_t *x, const int8_t *w0, const int8_t *w1, int32_t k, int32_t *s)
+/* Pass 1 of a 2-row block: sums[r][c] = row_bias[r] + the sum of block row r times weight row c
+ * (modulo 2^32) for channels c < n <= SUM_CHANNELS, weight rows w, w + k, ...; chunks of k
+ * beyond 511 are added to what the previous chunks left (first: the chunk starting at 0). */
+static void sums_2x2(const uint32_t *block, int32_t k, int32_t k0, const int8_t *w, int32_t stride, int32_t n,
+                     const int32_t *row_bias, int32_t (*sums)[SUM_CHANNELS])
 {
-    for (; k > 4 * CHUNK_GROUPS; k -= 4 * CHUNK_GROUPS) {
-        dot_2x2(x, w0, w1, 4 * CHUNK_GROUPS, s);
-        x += 4 * CHUNK_GROUPS;
-        w0 += 4 * CHUNK_GROUPS;
-        w1 += 4 * CHUNK_GROUPS;
-    }
-    dot_2x2(x, w0, w1, k, s);
-}
-
-/* Channel row cd's outputs for rows 0 and 1 from their sums. */
-static inline __attribute__((always_inline)) void out_channel(const mcuq_matmul_t *q, const int32_t *cd, int32_t s0,
-                                                              int32_t s1, int8_t *o0, int8_t *o1, int32_t full)
-{
-    const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
-    int32_t y0, y1;
-    if (r > 0) {
-        y0 = clamp(mcuq_requantize_fast(mcuq_add_wrap(mcuq_add_wrap(b, q->row_bias[0]), s0), m, r, h, q->output_offset), q->act_min,
-                   q->act_max, full);
-        y1 = clamp(mcuq_requantize_fast(mcuq_add_wrap(mcuq_add_wrap(b, q->row_bias[1]), s1), m, r, h, q->output_offset), q->act_min,
-                   q->act_max, full);
-    } else {
-        y0 = output(q, cd, q->row_bias[0], s0, full);
-        y1 = output(q, cd, q->row_bias[1], s1, full);
-    }
-    *o0 = (int8_t)y0;
-    *o1 = (int8_t)y1;
-}
-
-/* All channels of a 2-row block; `full` as for clamp(). */
-static inline __attribute__((always_inline)) void rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k,
-                                                        const int8_t *w, int32_t n, int8_t *out0, int8_t *out1,
-                                                        int32_t full)
-{
-    const int32_t *cd = q->channel_data;
+    const int32_t rb0 = row_bias[0], rb1 = row_bias[1];
     int32_t c;
-    for (c = 0; c < n; c += 2, cd += 8, w += 2 * k) {
-        /* channels c and c + 1; a last odd channel is computed twice, stored once */
-        int32_t s[4] = {0, 0, 0, 0};
-        if (k <= 4 * CHUNK_GROUPS + 3) {
-            dot_2x2(block, w, c + 1 < n ? w + k : w, k, s);
-        } else {
-            dot_2x2_long(block, w, c + 1 < n ? w + k : w, k, s);
+    for (c = 0; c < n; c += 2, w += 2 * stride) {
+        /* channels c and c + 1; a last odd channel is computed twice */
+        const int8_t *w0 = w, *w1 = c + 1 < n ? w + stride : w;
+        const uint32_t *x = block, *end = block + 4 * (k >> 2);
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        for (; x != end; x += 4, w0 += 4, w1 += 4) {
+            const uint32_t v0 = mcuq_read_u32(w0), v1 = mcuq_read_u32(w1);
+            const uint32_t l0 = mcuq_sxtb16(v0), h0 = v0 & MCUQ_LANE_MASK;
+            const uint32_t l1 = mcuq_sxtb16(v1), h1 = v1 & MCUQ_LANE_MASK;
+            uint32_t t = x[0];
+            a00 = mcuq_smlad(t, l0, a00);
+            a10 = mcuq_smlad(t, l1, a10);
+            t = x[2];
+            a01 = mcuq_smlad(t, l0, a01);
+            a11 = mcuq_smlad(t, l1, a11);
+            t = x[1];
+            a00 = mcuq_smlad(t, h0, a00);
+            a10 = mcuq_smlad(t, h1, a10);
+            t = x[3];
+            a01 = mcuq_smlad(t, h0, a01);
+            a11 = mcuq_smlad(t, h1, a11);
         }
-        out_channel(q, cd, s[0], s[1], out0 + c, out1 + c, full);
-        if (c + 1 < n) {
-            out_channel(q, cd + 4, s[2], s[3], out0 + c + 1, out1 + c + 1, full);
+        if (k & 3) {
+            const uint32_t v0 = partial_word(w0, k & 3), v1 = partial_word(w1, k & 3);
+            a00 = mac4(x[0], x[1], v0, a00);
+            a01 = mac4(x[2], x[3], v0, a01);
+            a10 = mac4(x[0], x[1], v1, a10);
+            a11 = mac4(x[2], x[3], v1, a11);
+        }
+        if (k0 == 0) {
+            sums[0][c] = mcuq_add_wrap(rb0, a00 >> 8);
+            sums[1][c] = mcuq_add_wrap(rb1, a01 >> 8);
+            sums[0][c + 1] = mcuq_add_wrap(rb0, a10 >> 8);
+            sums[1][c + 1] = mcuq_add_wrap(rb1, a11 >> 8);
+        } else {
+            sums[0][c] = mcuq_add_wrap(sums[0][c], a00 >> 8);
+            sums[1][c] = mcuq_add_wrap(sums[1][c], a01 >> 8);
+            sums[0][c + 1] = mcuq_add_wrap(sums[0][c + 1], a10 >> 8);
+            sums[1][c + 1] = mcuq_add_wrap(sums[1][c + 1], a11 >> 8);
+        }
+    }
+}
+
+/* Pass 2: the outputs of `rows` rows for channels c < n from sums[r][c] and channel_data. */
+static inline __attribute__((always_inline)) void outputs(const mcuq_matmul_t *q, const int32_t *cd, int32_t n,
+                                                          int32_t rows, int32_t (*sums)[SUM_CHANNELS],
+                                                          int8_t *out0, int8_t *out1, int32_t full)
+{
+    const int32_t zp = q->output_offset, lo = q->act_min, hi = q->act_max;
+    int32_t c;
+    for (c = 0; c < n; c++, cd += 4) {
+        const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
+        if (r > 0) {
+            out0[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[0][c]), m, r, h, zp), lo, hi, full);
+            if (rows == 2) {
+                out1[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[1][c]), m, r, h, zp), lo, hi, full);
+            }
+        } else {
+            out0[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums[0][c]), m, h, zp, lo, hi);
+            if (rows == 2) {
+                out1[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums[1][c]), m, h, zp, lo, hi);
+            }
         }
     }
 }
@@ -151,10 +138,23 @@ void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t
                           int32_t n, int8_t *out0, int8_t *out1)
 {
     const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
-    if (local.act_min == -128 && local.act_max == 127) {
-        rows2(&local, block, k, w, n, out0, out1, 1);
-    } else {
-        rows2(&local, block, k, w, n, out0, out1, 0);
+    const int32_t full = local.act_min == -128 && local.act_max == 127;
+    int32_t sums[2][SUM_CHANNELS];
+    int32_t c, k0;
+    for (c = 0; c < n; c += SUM_CHANNELS) {
+        const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
+        for (k0 = 0; k0 < k; k0 += 4 * CHUNK_GROUPS) {
+            const int32_t kc = k - k0 <= 4 * CHUNK_GROUPS + 3 ? k - k0 : 4 * CHUNK_GROUPS;
+            sums_2x2(block + 4 * (k0 >> 2), kc, k0, w + c * k + k0, k, m, local.row_bias, sums);
+            if (kc != 4 * CHUNK_GROUPS) {
+                break;
+            }
+        }
+        if (full) {
+            outputs(&local, local.channel_data + 4 * c, m, 2, sums, out0 + c, out1 + c, 1);
+        } else {
+            outputs(&local, local.channel_data + 4 * c, m, 2, sums, out0 + c, out1 + c, 0);
+        }
     }
 }
 
