@@ -66,12 +66,15 @@ class Case:
 
 
 class Builder:
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, pow2: bool = False):
         self.rng = rng
+        self.pow2 = pow2
         self.tensors: list[Tensor] = []
         self.feeds: dict[int, np.ndarray] = {}
 
     def scale(self, lo: float, hi: float) -> float:
+        if self.pow2:  # power-of-two scales: every multiplier becomes 2^30 (shift_only nodes)
+            return float(2.0 ** np.round(self.rng.uniform(np.log2(lo), np.log2(hi))))
         return float(np.float32(np.exp(self.rng.uniform(np.log(lo), np.log(hi)))))
 
     def zp(self, dtype: str) -> int:
@@ -127,7 +130,8 @@ def _conv_geometry(b: Builder, k: int) -> dict:
 def _out_scale(b: Builder, dtype: str, s_in: float, s_w: float, taps: int) -> float:
     """An output scale putting ~3 standard deviations of the accumulator in range (some clamps)."""
     std = s_in * s_w * UNIFORM_STD[dtype] * UNIFORM_STD["int8"] * taps ** 0.5
-    return float(np.float32(3 * std / np.iinfo(dtype).max * b.rng.uniform(0.3, 3)))
+    scale = 3 * std / np.iinfo(dtype).max * b.rng.uniform(0.3, 3)
+    return float(2.0 ** np.round(np.log2(scale))) if b.pow2 else float(np.float32(scale))
 
 
 def _bias(b: Builder, dtype: str, channels: int, int16_choices=("int32", "int64", None)) -> int:
@@ -415,10 +419,11 @@ def gen_add_wide(b: Builder, k: int) -> Case:
     s1 = (1, h, w, c)
     s2 = s1 if k % 3 else ((1, 1, 1, c) if k % 2 else (1, h, w, 1))
     a1 = b.scale(0.01, 0.1)
-    a2 = a1 if k % 5 == 0 else a1 * float(r.choice([0.9, 0.5, 0.3, 0.05, 2.0]))
+    factors = [0.5, 0.25, 0.0625, 2.0] if b.pow2 else [0.9, 0.5, 0.3, 0.05, 2.0]
+    a2 = a1 if k % 5 == 0 else a1 * float(r.choice(factors))
     x1 = b.feed(s1, "int8", a1, b.zp("int8"))
     x2 = b.feed(s2, "int8", a2, b.zp("int8"))
-    s_out = max(a1, a2) * float(r.uniform(0.5, 3))
+    s_out = max(a1, a2) * (float(r.choice([0.5, 1.0, 2.0])) if b.pow2 else float(r.uniform(0.5, 3)))
     y = b.tensor(s1, "int8", s_out, b.zp("int8"))
     return b.case(Op.ADD, [x1, x2], y, {"activation": b.act()})
 
@@ -513,14 +518,21 @@ def first_mismatch(kernel: str, k: int, got: np.ndarray, want: np.ndarray) -> st
     return f"{kernel} case {k} index {idx}: got {got[idx]}, expected {want[idx]} ({n_bad} of {got.size} differ)"
 
 
+def pow2_case(kernel: str, k: int) -> bool:
+    """Every fourth wide case has power-of-two scales (the shift-only requantization)."""
+    return kernel in WIDE_GENERATORS and k % 4 == 3
+
+
 def check_kernel(c, kernel: str, cases: int) -> None:
     gens = {**GENERATORS, **WIDE_GENERATORS}
     rng = np.random.default_rng([7, sorted(gens).index(kernel)])
     for k in range(cases):
-        case = gens[kernel](Builder(rng), k)
+        case = gens[kernel](Builder(rng, pow2_case(kernel, k)), k)
         node = case.graph.nodes[0]
         prepare, evaluate = SIMULATOR[node.op]
         params = prepare(case.graph, node)
+        if pow2_case(kernel, k):
+            assert params.shift_only, f"{kernel} case {k}: power-of-two scales, yet not shift_only"
         args = node_args(case)
         want = evaluate(params, args)
         status, got = run_c(c, case.graph, params, args)
@@ -721,7 +733,7 @@ def target_cases(kernels: tuple[str, ...], count: int) -> list[tuple[str, int, T
     for kernel in kernels:
         rng = np.random.default_rng([7, sorted(gens).index(kernel)])
         for k in range(count):
-            case = gens[kernel](Builder(rng), k)
+            case = gens[kernel](Builder(rng, pow2_case(kernel, k)), k)
             node = case.graph.nodes[0]
             prepare, evaluate = SIMULATOR[node.op]
             params = prepare(case.graph, node)

@@ -141,6 +141,7 @@ typedef struct {
     int32_t output_shift;
     int32_t act_min;
     int32_t act_max;
+    int32_t shift_only;          /* 1: all three multipliers are 2^30 (mcuq_requantize_pow2()) */
 } mcuq_add_params_t;
 
 /* MUL, broadcasting as ADD: y = clamp(requantize((x1 + input1_offset) * (x2 + input2_offset),

@@ -4,9 +4,10 @@
 #include "mcuq_support.h"
 
 /* (x + offset) << left_shift, requantized: one input's contribution to the sum. */
-static int32_t scale_input(int32_t x, int32_t offset, int32_t left_shift, int32_t multiplier, int32_t shift)
+static int32_t scale_input(int32_t x, int32_t offset, int32_t left_shift, int32_t multiplier, int32_t shift,
+                           int32_t shift_only)
 {
-    return mcuq_requantize(mcuq_wrap32((uint32_t)(x + offset) << left_shift), multiplier, shift);
+    return mcuq_requantize_node(mcuq_wrap32((uint32_t)(x + offset) << left_shift), multiplier, shift, shift_only);
 }
 
 #if MCUQ_DSP
@@ -29,8 +30,8 @@ static void add_tables(const mcuq_add_params_t *p, const int8_t *input1, const i
     }
     for (u = 0; u < 256; u++) {
         const int32_t v = u < 128 ? u : u - 256;
-        t1[u] = scale_input(v, p->input1_offset, p->left_shift, p->input1_multiplier, p->input1_shift);
-        t2[u] = scale_input(v, p->input2_offset, p->left_shift, p->input2_multiplier, p->input2_shift);
+        t1[u] = scale_input(v, p->input1_offset, p->left_shift, p->input1_multiplier, p->input1_shift, p->shift_only);
+        t2[u] = scale_input(v, p->input2_offset, p->left_shift, p->input2_multiplier, p->input2_shift, p->shift_only);
     }
     if (flat && e >= 2 && e <= 31 && lo == -128 && hi == 127) { /* the common case, tight */
         const int32_t r = e - 1, h = INT32_C(1) << (e - 2);
@@ -47,7 +48,7 @@ static void add_tables(const mcuq_add_params_t *p, const int8_t *input1, const i
             sum = mcuq_add_wrap(t1[u1[w->offset[0]]], t2[u2[w->offset[1]]]);
             mcuq_walk_next(w);
         }
-        output[k] = (int8_t)mcuq_offset_clamp(mcuq_requantize(sum, m, -e), zp, lo, hi);
+        output[k] = (int8_t)mcuq_offset_clamp(mcuq_requantize_node(sum, m, -e, p->shift_only), zp, lo, hi);
     }
 }
 #endif
@@ -69,10 +70,11 @@ mcuq_status_t mcuq_add_s8(const mcuq_add_params_t *p, const int8_t *input1, cons
 #endif
     for (k = 0; k < n; k++) {
         const int32_t a = scale_input(input1[w.offset[0]], p->input1_offset, p->left_shift,
-                                      p->input1_multiplier, p->input1_shift);
+                                      p->input1_multiplier, p->input1_shift, p->shift_only);
         const int32_t b = scale_input(input2[w.offset[1]], p->input2_offset, p->left_shift,
-                                      p->input2_multiplier, p->input2_shift);
-        const int32_t y = mcuq_requantize(mcuq_add_wrap(a, b), p->output_multiplier, p->output_shift);
+                                      p->input2_multiplier, p->input2_shift, p->shift_only);
+        const int32_t y = mcuq_requantize_node(mcuq_add_wrap(a, b), p->output_multiplier, p->output_shift,
+                                               p->shift_only);
         output[k] = (int8_t)mcuq_offset_clamp(y, p->output_offset, p->act_min, p->act_max);
         mcuq_walk_next(&w);
     }

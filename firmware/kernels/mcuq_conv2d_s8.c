@@ -131,7 +131,8 @@ mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, c
                     if (bias != NULL) {
                         acc += (uint32_t)bias[c];
                     }
-                    const int32_t y = mcuq_requantize(mcuq_wrap32(acc), p->multiplier[c], p->shift[c]);
+                    const int32_t y = mcuq_requantize_node(mcuq_wrap32(acc), p->multiplier[c], p->shift[c],
+                                                           p->shift_only);
                     *output++ = (int8_t)mcuq_offset_clamp(y, p->output_offset, p->act_min, p->act_max);
                 }
             }

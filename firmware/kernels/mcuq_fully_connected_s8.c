@@ -84,7 +84,8 @@ mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, co
             if (bias != NULL) {
                 acc += (uint32_t)bias[o];
             }
-            *output++ = (int8_t)mcuq_offset_clamp(mcuq_requantize(mcuq_wrap32(acc), p->multiplier[k], p->shift[k]),
+            *output++ = (int8_t)mcuq_offset_clamp(mcuq_requantize_node(mcuq_wrap32(acc), p->multiplier[k],
+                                                                       p->shift[k], p->shift_only),
                                                   p->output_offset, p->act_min, p->act_max);
         }
     }

@@ -12,7 +12,8 @@
 int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,
                               int32_t hi)
 {
-    return mcuq_offset_clamp(mcuq_requantize(acc, multiplier, shift), output_offset, lo, hi);
+    return mcuq_offset_clamp(mcuq_requantize_node(acc, multiplier, shift, multiplier == (INT32_C(1) << 30)),
+                             output_offset, lo, hi);
 }
 
 #if MCUQ_DSP

@@ -267,6 +267,12 @@ static inline int32_t mcuq_offset_clamp(int32_t x, int32_t offset, int32_t lo, i
     return y < lo ? lo : (y > hi ? hi : (int32_t)y);
 }
 
+/* requantize(), or its multiplication-free form when the node is shift_only (multiplier 2^30). */
+static inline int32_t mcuq_requantize_node(int32_t x, int32_t multiplier, int32_t shift, int32_t shift_only)
+{
+    return shift_only ? mcuq_requantize_pow2(x, shift) : mcuq_requantize(x, multiplier, shift);
+}
+
 /* clamp(requantize(acc, multiplier, shift) + output_offset, lo, hi), out of line (the rare
  * channels the fast form below does not cover). */
 int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,

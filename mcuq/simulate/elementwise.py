@@ -23,7 +23,9 @@ class AddParams:
     """ADD: a = MBQM((x1 + input1_offset) << left_shift, input1_multiplier, input1_shift), b alike;
     y = clamp(MBQM(a + b, output_multiplier, output_shift) + output_offset, act_min, act_max).
     All shifts are <= 0 (right shifts). Inputs broadcast (numpy rules) over their MAX_DIMS-D
-    ``input1_dims`` / ``input2_dims``: along each axis the sizes are equal or one of them is 1."""
+    ``input1_dims`` / ``input2_dims``: along each axis the sizes are equal or one of them is 1.
+    ``shift_only``: all three multipliers are 2^30 (power-of-two scales), so the firmware may use
+    the multiplication-free mcuq.fixedpoint.requantize_pow2 (same results)."""
 
     input1_dims: tuple[int, ...]
     input2_dims: tuple[int, ...]
@@ -39,6 +41,7 @@ class AddParams:
     output_shift: int
     act_min: int
     act_max: int
+    shift_only: bool
     output_shape: tuple[int, ...] = host_only()
 
 
@@ -122,7 +125,8 @@ def prepare_add(graph: Graph, node: Node) -> AddParams:
     m2, e2 = _smaller_than_one(graph, node, s2 / twice_max, "input2")
     mo, eo = _smaller_than_one(graph, node, twice_max / ((1 << left) * so), "output")
     lo, hi = activation_range(graph, node, y.dtype, so, zo)
-    return AddParams(*dims, left, -z1, m1, e1, -z2, m2, e2, zo, mo, eo, lo, hi, y.shape)
+    shift_only = m1 == m2 == mo == 1 << 30
+    return AddParams(*dims, left, -z1, m1, e1, -z2, m2, e2, zo, mo, eo, lo, hi, shift_only, y.shape)
 
 
 def add(p: AddParams, inputs: list[np.ndarray | None]) -> np.ndarray:
