@@ -17,7 +17,6 @@ import numpy as np
 from mcuq import __version__
 from mcuq.boards import Board, all_boards, load_board
 from mcuq.errors import BoardFitError, CalibrationError, ModelError, UnsupportedOpError
-from mcuq.fixedpoint import quantize_real
 from mcuq.graphfile import load_graph
 from mcuq.ir import Graph, Op
 from mcuq.pack import render_sources, write_pack_dir
@@ -25,7 +24,7 @@ from mcuq.plan import ArenaPlan, check_plan, plan_arena
 from mcuq.quant import (DEFAULT_RANGE_METHOD, Budget, QuantReport, RangeMethod, Scheme, check_accumulators,
                         load_eval_data, plot_sqnr, quantize)
 from mcuq.reader import read_model
-from mcuq.simulate import prepare_graph, run_integer
+from mcuq.simulate import as_inputs, prepare_graph, run_integer
 from mcuq.summary import ModelSummary, QuantKind, summarize
 
 # Bytes the firmware itself needs beside the model, for the fit check before a build (`mcuq build`
@@ -271,24 +270,12 @@ def simulate(graph: Graph, inputs: Sequence[np.ndarray], all_tensors: bool) -> d
 
     Float inputs of an integer graph are quantized with the input's scale and zero point first.
     """
-    n = inputs[0].shape[0]
-    if any(a.shape[0] != n for a in inputs):
-        raise CalibrationError(f"inputs hold different sample counts: {[a.shape[0] for a in inputs]}")
+    samples = as_inputs(graph, inputs)
     per_sample: list[dict[str, np.ndarray]] = []
-    for s in range(n):
-        xs = [_to_input_dtype(graph, i, a[s]) for i, a in enumerate(inputs)]
-        values = run_integer(graph, xs, all_tensors=True)
+    for s in range(samples[0].shape[0]):
+        values = run_integer(graph, [a[s] for a in samples], all_tensors=True)
         d = {f"out{k}": values[t] for k, t in enumerate(graph.outputs)}
         if all_tensors:
             d.update({f"t{t}": v for t, v in values.items()})
         per_sample.append(d)
     return {k: np.stack([d[k] for d in per_sample]) for k in per_sample[0]}
-
-
-def _to_input_dtype(graph: Graph, i: int, x: np.ndarray) -> np.ndarray:
-    t = graph.input_tensors()[i]
-    if x.dtype == np.dtype(t.dtype):
-        return x
-    if x.dtype.kind == "f" and t.quant is not None and t.dtype != "float32":
-        return quantize_real(x, t.quant.scale[0], t.quant.zero_point[0], t.dtype)
-    raise CalibrationError(f"input '{t.name}' needs {t.dtype} values, got {x.dtype}")

@@ -15,14 +15,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mcuq.errors import CalibrationError, DeviceError, MismatchError, ModelError
+from mcuq.errors import DeviceError, MismatchError, ModelError
 from mcuq.build import BUILD_SUBDIR
-from mcuq.fixedpoint import quantize_real
 from mcuq.flash import STATE_FILE, running_emulator
 from mcuq.graphfile import load_graph
 from mcuq.ir import NO_TENSOR, Graph
 from mcuq.link import Device, DeviceInfo, LinkError, find_stlink_port
-from mcuq.simulate import prepare_graph, run_integer
+from mcuq.simulate import as_inputs, prepare_graph, run_integer
 from mcuq.summary import node_macs
 
 DEFAULT_COUNT = 10
@@ -181,26 +180,6 @@ def random_samples(graph: Graph, count: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def _as_input(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Inputs in the graph's dtypes; float values for an integer input are quantized with its
-    scale and zero point (as `mcuq sim` does)."""
-    if len(arrays) != len(graph.inputs):
-        raise CalibrationError(f"model takes {len(graph.inputs)} input(s), got {len(arrays)} array(s)")
-    n = arrays[0].shape[0]
-    out = []
-    for t, a in zip(graph.input_tensors(), arrays):
-        a = np.asarray(a)
-        if a.shape != (n, *t.shape):
-            raise CalibrationError(f"input '{t.name}' needs [N, {', '.join(map(str, t.shape))}] with the same N "
-                                   f"for every input, got {list(a.shape)}")
-        if a.dtype != np.dtype(t.dtype):
-            if not (a.dtype.kind == "f" and t.quant is not None and np.dtype(t.dtype).kind in "iu"):
-                raise CalibrationError(f"input '{t.name}' needs {t.dtype} values, got {a.dtype}")
-            a = quantize_real(a, t.quant.scale[0], t.quant.zero_point[0], t.dtype)
-        out.append(a)
-    return out
-
-
 def _check_firmware(info: DeviceInfo, graph: Graph, manifest: dict, pack_dir: Path) -> None:
     """The firmware must run the model DIR packs, with the same tensor table and I/O."""
     want = manifest["model_sha256"]
@@ -293,7 +272,7 @@ def verify(pack_dir: str | Path, port: str | None = None, inputs: Sequence[np.nd
         raise ModelError(f"{pack_dir}: not an mcuq pack output (no manifest.json)") from None
     graph = load_graph(pack_dir / "graph")
     params = prepare_graph(graph)
-    xs_all = _as_input(graph, inputs) if inputs is not None else random_samples(graph, count, seed)
+    xs_all = as_inputs(graph, inputs) if inputs is not None else random_samples(graph, count, seed)
     n = xs_all[0].shape[0]
     url = resolve_port(pack_dir, port)
     with Device.open(url, timeout=timeout, run_timeout=run_timeout) as dev:

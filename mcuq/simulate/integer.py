@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mcuq.errors import CalibrationError
+from mcuq.fixedpoint import quantize_real
 from mcuq.ir import NO_TENSOR, Graph, Node, Op
 from mcuq.simulate.common import unsupported
 from mcuq.simulate.conv import (
@@ -92,3 +93,22 @@ def run_integer(
         return values
     return [values[i] for i in graph.outputs]
 
+
+def as_inputs(graph: Graph, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Samples ([N, *shape] per graph input) in the graph's input dtypes; float values for an
+    integer input are quantized with its scale and zero point (TFLM's AffineQuantize)."""
+    if len(arrays) != len(graph.inputs):
+        raise CalibrationError(f"model takes {len(graph.inputs)} input(s), got {len(arrays)} array(s)")
+    n = arrays[0].shape[0]
+    out = []
+    for t, a in zip(graph.input_tensors(), arrays):
+        a = np.asarray(a)
+        if a.shape != (n, *t.shape):
+            raise CalibrationError(f"input '{t.name}' needs [N, {', '.join(map(str, t.shape))}] with the same N "
+                                   f"for every input, got {list(a.shape)}")
+        if a.dtype != np.dtype(t.dtype):
+            if not (a.dtype.kind == "f" and t.quant is not None and np.dtype(t.dtype).kind in "iu"):
+                raise CalibrationError(f"input '{t.name}' needs {t.dtype} values, got {a.dtype}")
+            a = quantize_real(a, t.quant.scale[0], t.quant.zero_point[0], t.dtype)
+        out.append(a)
+    return out
