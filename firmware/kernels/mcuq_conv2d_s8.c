@@ -18,35 +18,86 @@ static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t inpu
 }
 
 #if MCUQ_DSP
-/* Row r of a column block: output pixel (b, oy, ox)'s window in filter order (ky, kx, channel),
- * taps outside the image holding -input_offset (their term vanishes: the offset is in the bias). */
-static void window_row(const mcuq_conv_params_t *p, const int8_t *input, uint32_t *block, int32_t rows,
-                       int32_t r, int32_t b, int32_t oy, int32_t ox)
+#if defined(__GNUC__) && !defined(__clang__)
+/* the window gathers copy a few bytes at a time: no memcpy / memset calls for them */
+#pragma GCC optimize("no-tree-loop-distribute-patterns")
+#endif
+
+static inline void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
 {
-    const int32_t ic = p->input_c, span = p->filter_w * ic, pad = -p->input_offset;
+    for (; n >= 4; n -= 4, dst += 4, src += 4) {
+        mcuq_write_u32(dst, mcuq_read_u32(src));
+    }
+    for (; n > 0; n--) {
+        *dst++ = *src++;
+    }
+}
+
+static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
+{
+    const uint32_t word = ((uint32_t)v & 0xFFu) * UINT32_C(0x01010101);
+    for (; n >= 4; n -= 4, dst += 4) {
+        mcuq_write_u32(dst, word);
+    }
+    for (; n > 0; n--) {
+        *dst++ = (int8_t)v;
+    }
+}
+
+/* Row r of the column block: output pixel (b, oy, ox)'s window in filter order (ky, kx,
+ * channel), taps outside the image holding -input_offset (their term vanishes: the input offset
+ * is in the bias). 1x1 windows come straight from the input, windows over whole groups of 4
+ * channels from their runs of input bytes; other windows are gathered into `patch` first. */
+static void window(const mcuq_conv_params_t *p, const int8_t *input, int8_t *patch, uint32_t *block, int32_t rows,
+                   int32_t r, int32_t b, int32_t oy, int32_t ox)
+{
+    const int32_t ic = p->input_c, kw = p->filter_w, span = kw * ic, pad = -p->input_offset;
     const int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
-    const int32_t whole = x0 >= 0 && x0 + (p->filter_w - 1) * p->dilation_w < p->input_w && p->dilation_w == 1;
+    const int32_t dw = p->dilation_w, h = p->input_h, w = p->input_w;
+    const int32_t whole = dw == 1 && x0 >= 0 && x0 + kw <= w, direct = (ic & 3) == 0;
+    int8_t *dst = patch;
     int32_t ky, kx, k = 0;
-    for (ky = 0; ky < p->filter_h; ky++, k += span) {
+    if (p->filter_h == 1 && kw == 1) { /* inside the image: 1x1 windows have no padding */
+        mcuq_block_put(block, rows, r, 0, input + ((b * h + y0) * w + x0) * ic, ic);
+        return;
+    }
+    for (ky = 0; ky < p->filter_h; ky++, dst += span, k += span) {
         const int32_t iy = y0 + ky * p->dilation_h;
         const int8_t *row;
-        if (iy < 0 || iy >= p->input_h) {
-            mcuq_block_fill(block, rows, r, k, pad, span);
+        if (iy < 0 || iy >= h) {
+            if (direct) {
+                mcuq_block_fill(block, rows, r, k, pad, span);
+            } else {
+                fill_bytes(dst, pad, span);
+            }
             continue;
         }
-        row = input + (b * p->input_h + iy) * p->input_w * ic;
+        row = input + (b * h + iy) * w * ic;
         if (whole) {
-            mcuq_block_put(block, rows, r, k, row + x0 * ic, span);
-        } else {
-            for (kx = 0; kx < p->filter_w; kx++) {
-                const int32_t ix = x0 + kx * p->dilation_w;
-                if (ix < 0 || ix >= p->input_w) {
+            if (direct) {
+                mcuq_block_put(block, rows, r, k, row + x0 * ic, span);
+            } else {
+                copy_bytes(dst, row + x0 * ic, span);
+            }
+            continue;
+        }
+        for (kx = 0; kx < kw; kx++) {
+            const int32_t ix = x0 + kx * dw;
+            if (direct) {
+                if (ix < 0 || ix >= w) {
                     mcuq_block_fill(block, rows, r, k + kx * ic, pad, ic);
                 } else {
                     mcuq_block_put(block, rows, r, k + kx * ic, row + ix * ic, ic);
                 }
+            } else if (ix < 0 || ix >= w) {
+                fill_bytes(dst + kx * ic, pad, ic);
+            } else {
+                copy_bytes(dst + kx * ic, row + ix * ic, ic);
             }
         }
+    }
+    if (!direct) {
+        mcuq_block_put(block, rows, r, 0, patch, p->filter_h * span);
     }
 }
 
@@ -54,8 +105,9 @@ static void window_row(const mcuq_conv_params_t *p, const int8_t *input, uint32_
 static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];
+    int8_t patch[MCUQ_DSP_MAX_DEPTH];
     const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
-    const int32_t pixels = p->batches * p->output_h * p->output_w;
+    const int32_t pixels = p->batches * p->output_h * p->output_w, ow = p->output_w, oh = p->output_h;
     int32_t i, r, rows, b = 0, oy = 0, ox = 0; /* (b, oy, ox): the next pixel's position */
     mcuq_matmul_t q;
     q.channel_data = p->channel_data;
@@ -70,10 +122,10 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             mcuq_block_clear_tail(block, 1, k);
         }
         for (r = 0; r < rows; r++) {
-            window_row(p, input, block, rows, r, b, oy, ox);
-            if (++ox == p->output_w) {
+            window(p, input, patch, block, rows, r, b, oy, ox);
+            if (++ox == ow) {
                 ox = 0;
-                if (++oy == p->output_h) {
+                if (++oy == oh) {
                     oy = 0;
                     b++;
                 }
