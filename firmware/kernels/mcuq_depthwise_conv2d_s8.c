@@ -124,9 +124,9 @@ static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const 
 /* Depth multiplier 1, at most MAX_TAPS taps and MCUQ_DSP_MAX_DEPTH channels, bias folded:
  * channel chunks whose unpacked weights fit the stack buffer, all pixels per chunk; channels
  * past the last multiple of 4 one by one. */
-static inline __attribute__((always_inline)) void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input,
-                                                                const int8_t *filter, int8_t *output, int32_t full)
+static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
+    const int32_t full = p->act_min == -128 && p->act_max == 127;
     int8_t pad[MCUQ_DSP_MAX_DEPTH];
     uint32_t wbuf[MCUQ_DSP_BLOCK_WORDS];
     const int8_t *tap[MAX_TAPS];
@@ -153,8 +153,8 @@ static inline __attribute__((always_inline)) void depthwise_dsp(const mcuq_conv_
                     const int32_t x0 = ox * p->stride_w - p->pad_left;
                     if (rows_in && x0 >= 0 && x0 + span_w < p->input_w) {
                         const int8_t *base = input + ((b * p->input_h + y0) * p->input_w + x0) * channels;
-                        if (taps == 9) {
-                            pixel4(p, base, off, tap, 1, 9, wbuf, g0, groups, out, full);
+                        if (taps == 9 && full) { /* the common case, specialized */
+                            pixel4(p, base, off, tap, 1, 9, wbuf, g0, groups, out, 1);
                         } else {
                             pixel4(p, base, off, tap, 1, taps, wbuf, g0, groups, out, full);
                         }
@@ -197,11 +197,7 @@ mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t
 #if MCUQ_DSP
     if (p->depth_multiplier == 1 && p->filter_h * p->filter_w <= MAX_TAPS && p->input_c <= MCUQ_DSP_MAX_DEPTH &&
         (p->bias_folded || bias == NULL)) {
-        if (p->act_min == -128 && p->act_max == 127) {
-            depthwise_dsp(p, input, filter, output, 1);
-        } else {
-            depthwise_dsp(p, input, filter, output, 0);
-        }
+        depthwise_dsp(p, input, filter, output);
         return MCUQ_OK;
     }
 #endif
