@@ -61,11 +61,12 @@ static inline int32_t output(const mcuq_matmul_t *q, const int32_t *cd, int32_t 
 
 #define SUM_CHANNELS 32 /* output channels summed before their requantization pass */
 
-/* Pass 1 of a 2-row block: sums[r][c] = row_bias[r] + the sum of block row r times weight row c
- * (modulo 2^32) for channels c < n <= SUM_CHANNELS, weight rows w, w + k, ...; chunks of k
- * beyond 511 are added to what the previous chunks left (first: the chunk starting at 0). */
+/* Pass 1 of a 2-row block: sums_r[c] = row_bias[r] + the sum of block row r times weight row c
+ * (modulo 2^32) for channels c < n <= SUM_CHANNELS, weight rows w, w + stride, ...; chunks of k
+ * beyond 511 are added to what the previous chunks left (first: the chunk starting at k0 = 0).
+ * A last odd channel is computed twice and also written to sums_r[n]. */
 static void sums_2x2(const uint32_t *block, int32_t k, int32_t k0, const int8_t *w, int32_t stride, int32_t n,
-                     const int32_t *row_bias, int32_t (*sums)[SUM_CHANNELS])
+                     const int32_t *row_bias, int32_t *sums0, int32_t *sums1)
 {
     const int32_t rb0 = row_bias[0], rb1 = row_bias[1];
     int32_t c;
@@ -99,37 +100,38 @@ static void sums_2x2(const uint32_t *block, int32_t k, int32_t k0, const int8_t 
             a11 = mac4(x[2], x[3], v1, a11);
         }
         if (k0 == 0) {
-            sums[0][c] = mcuq_add_wrap(rb0, a00 >> 8);
-            sums[1][c] = mcuq_add_wrap(rb1, a01 >> 8);
-            sums[0][c + 1] = mcuq_add_wrap(rb0, a10 >> 8);
-            sums[1][c + 1] = mcuq_add_wrap(rb1, a11 >> 8);
+            sums0[c] = mcuq_add_wrap(rb0, a00 >> 8);
+            sums1[c] = mcuq_add_wrap(rb1, a01 >> 8);
+            sums0[c + 1] = mcuq_add_wrap(rb0, a10 >> 8);
+            sums1[c + 1] = mcuq_add_wrap(rb1, a11 >> 8);
         } else {
-            sums[0][c] = mcuq_add_wrap(sums[0][c], a00 >> 8);
-            sums[1][c] = mcuq_add_wrap(sums[1][c], a01 >> 8);
-            sums[0][c + 1] = mcuq_add_wrap(sums[0][c + 1], a10 >> 8);
-            sums[1][c + 1] = mcuq_add_wrap(sums[1][c + 1], a11 >> 8);
+            sums0[c] = mcuq_add_wrap(sums0[c], a00 >> 8);
+            sums1[c] = mcuq_add_wrap(sums1[c], a01 >> 8);
+            sums0[c + 1] = mcuq_add_wrap(sums0[c + 1], a10 >> 8);
+            sums1[c + 1] = mcuq_add_wrap(sums1[c + 1], a11 >> 8);
         }
     }
 }
 
-/* Pass 2: the outputs of `rows` rows for channels c < n from sums[r][c] and channel_data. */
+/* Pass 2: the outputs of `rows` rows for channels c < n from sums_r[c] and channel_data. */
 static inline __attribute__((always_inline)) void outputs(const mcuq_matmul_t *q, const int32_t *cd, int32_t n,
-                                                          int32_t rows, int32_t (*sums)[SUM_CHANNELS],
-                                                          int8_t *out0, int8_t *out1, int32_t full)
+                                                          int32_t rows, const int32_t *sums0,
+                                                          const int32_t *sums1, int8_t *out0, int8_t *out1,
+                                                          int32_t full)
 {
     const int32_t zp = q->output_offset, lo = q->act_min, hi = q->act_max;
     int32_t c;
     for (c = 0; c < n; c++, cd += 4) {
         const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
         if (r > 0) {
-            out0[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[0][c]), m, r, h, zp), lo, hi, full);
+            out0[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums0[c]), m, r, h, zp), lo, hi, full);
             if (rows == 2) {
-                out1[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[1][c]), m, r, h, zp), lo, hi, full);
+                out1[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums1[c]), m, r, h, zp), lo, hi, full);
             }
         } else {
-            out0[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums[0][c]), m, h, zp, lo, hi);
+            out0[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums0[c]), m, h, zp, lo, hi);
             if (rows == 2) {
-                out1[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums[1][c]), m, h, zp, lo, hi);
+                out1[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums1[c]), m, h, zp, lo, hi);
             }
         }
     }
@@ -140,60 +142,57 @@ void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t
 {
     const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
     const int32_t full = local.act_min == -128 && local.act_max == 127;
-    int32_t sums[2][SUM_CHANNELS];
+    int32_t sums[2 * (SUM_CHANNELS + 1)]; /* rows 0 and 1, each with room for an odd channel's repeat */
     int32_t c, k0;
     for (c = 0; c < n; c += SUM_CHANNELS) {
         const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
         for (k0 = 0; k0 < k; k0 += 4 * CHUNK_GROUPS) {
             const int32_t kc = k - k0 <= 4 * CHUNK_GROUPS + 3 ? k - k0 : 4 * CHUNK_GROUPS;
-            sums_2x2(block + 4 * (k0 >> 2), kc, k0, w + c * k + k0, k, m, local.row_bias, sums);
+            sums_2x2(block + 4 * (k0 >> 2), kc, k0, w + c * k + k0, k, m, local.row_bias, sums,
+                     sums + SUM_CHANNELS + 1);
             if (kc != 4 * CHUNK_GROUPS) {
                 break;
             }
         }
         if (full) {
-            outputs(&local, local.channel_data + 4 * c, m, 2, sums, out0 + c, out1 + c, 1);
+            outputs(&local, local.channel_data + 4 * c, m, 2, sums, sums + SUM_CHANNELS + 1, out0 + c, out1 + c, 1);
         } else {
-            outputs(&local, local.channel_data + 4 * c, m, 2, sums, out0 + c, out1 + c, 0);
+            outputs(&local, local.channel_data + 4 * c, m, 2, sums, sums + SUM_CHANNELS + 1, out0 + c, out1 + c, 0);
         }
     }
 }
 
-/* s[] = the sums of a one-row block times weight rows w0, w1, w2, w3. */
-static void dot_1x4(const uint32_t *x, const int8_t *w0, const int8_t *w1, const int8_t *w2, const int8_t *w3,
-                    int32_t k, int32_t *s)
+/* Pass 1 of a 1-row block: sums[c] as sums_2x2() does for rows 0 and 1, three channels at a
+ * time (a last one or two repeat the first of their three, written to sums[n] and sums[n + 1]). */
+static void sums_1x3(const uint32_t *block, int32_t k, int32_t k0, const int8_t *w, int32_t stride, int32_t n,
+                     int32_t row_bias, int32_t *sums)
 {
-    int32_t g = k >> 2, s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (;;) {
-        const int32_t m = g < CHUNK_GROUPS ? g : CHUNK_GROUPS;
-        const uint32_t *end = x + 2 * m;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (; x != end; x += 2, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
+    int32_t c;
+    for (c = 0; c < n; c += 3, w += 3 * stride) {
+        const int8_t *w0 = w, *w1 = c + 1 < n ? w + stride : w, *w2 = c + 2 < n ? w + 2 * stride : w;
+        const uint32_t *x = block, *end = block + 2 * (k >> 2);
+        int32_t a0 = 0, a1 = 0, a2 = 0;
+        for (; x != end; x += 2, w0 += 4, w1 += 4, w2 += 4) {
             const uint32_t e = x[0], o = x[1];
             a0 = mac4(e, o, mcuq_read_u32(w0), a0);
             a1 = mac4(e, o, mcuq_read_u32(w1), a1);
             a2 = mac4(e, o, mcuq_read_u32(w2), a2);
-            a3 = mac4(e, o, mcuq_read_u32(w3), a3);
         }
-        g -= m;
-        if (g == 0 && (k & 3)) {
+        if (k & 3) {
             a0 = mac4(x[0], x[1], partial_word(w0, k & 3), a0);
             a1 = mac4(x[0], x[1], partial_word(w1, k & 3), a1);
             a2 = mac4(x[0], x[1], partial_word(w2, k & 3), a2);
-            a3 = mac4(x[0], x[1], partial_word(w3, k & 3), a3);
         }
-        s0 = mcuq_add_wrap(s0, a0 >> 8);
-        s1 = mcuq_add_wrap(s1, a1 >> 8);
-        s2 = mcuq_add_wrap(s2, a2 >> 8);
-        s3 = mcuq_add_wrap(s3, a3 >> 8);
-        if (g == 0) {
-            break;
+        if (k0 == 0) {
+            sums[c] = mcuq_add_wrap(row_bias, a0 >> 8);
+            sums[c + 1] = mcuq_add_wrap(row_bias, a1 >> 8);
+            sums[c + 2] = mcuq_add_wrap(row_bias, a2 >> 8);
+        } else {
+            sums[c] = mcuq_add_wrap(sums[c], a0 >> 8);
+            sums[c + 1] = mcuq_add_wrap(sums[c + 1], a1 >> 8);
+            sums[c + 2] = mcuq_add_wrap(sums[c + 2], a2 >> 8);
         }
     }
-    s[0] = s0;
-    s[1] = s1;
-    s[2] = s2;
-    s[3] = s3;
 }
 
 void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
@@ -201,14 +200,21 @@ void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t
 {
     const mcuq_matmul_t local = *q;
     const int32_t full = local.act_min == -128 && local.act_max == 127;
-    int32_t c, i, s[4];
-    for (c = 0; c < n; c += 4) {
-        /* channels c .. c + 3; missing ones at the end repeat channel c, stored once */
-        const int8_t *w0 = w + c * k;
-        dot_1x4(block, w0, c + 1 < n ? w0 + k : w0, c + 2 < n ? w0 + 2 * k : w0, c + 3 < n ? w0 + 3 * k : w0, k, s);
-        for (i = 0; i < 4 && c + i < n; i++) {
-            const int32_t *cd = local.channel_data + 4 * (c + i);
-            out[c + i] = (int8_t)output(&local, cd, local.row_bias[0], s[i], full);
+    int32_t sums[SUM_CHANNELS + 2]; /* room for sums_1x3()'s repeats past n */
+    int32_t c, k0;
+    for (c = 0; c < n; c += SUM_CHANNELS) {
+        const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
+        for (k0 = 0; k0 < k; k0 += 4 * CHUNK_GROUPS) {
+            const int32_t kc = k - k0 <= 4 * CHUNK_GROUPS + 3 ? k - k0 : 4 * CHUNK_GROUPS;
+            sums_1x3(block + 2 * (k0 >> 2), kc, k0, w + c * k + k0, k, m, local.row_bias[0], sums);
+            if (kc != 4 * CHUNK_GROUPS) {
+                break;
+            }
+        }
+        if (full) {
+            outputs(&local, local.channel_data + 4 * c, m, 1, sums, sums, out + c, out + c, 1);
+        } else {
+            outputs(&local, local.channel_data + 4 * c, m, 1, sums, sums, out + c, out + c, 0);
         }
     }
 }
