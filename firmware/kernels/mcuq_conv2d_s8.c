@@ -44,60 +44,61 @@ static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
     }
 }
 
-/* Row r of the column block: output pixel (b, oy, ox)'s window in filter order (ky, kx,
- * channel), taps outside the image holding -input_offset (their term vanishes: the input offset
- * is in the bias). 1x1 windows come straight from the input, windows over whole groups of 4
- * channels from their runs of input bytes; other windows are gathered into `patch` first. */
-static void window(const mcuq_conv_params_t *p, const int8_t *input, int8_t *patch, uint32_t *block, int32_t rows,
-                   int32_t r, int32_t b, int32_t oy, int32_t ox)
+/* A convolution's window geometry, once per call. */
+typedef struct {
+    const int8_t *input;
+    int32_t ic, kh, kw, span, h, w, dh, dw, pad, row_bytes, k, k4;
+    int32_t direct; /* channels a multiple of 4: runs of input bytes convert in place */
+} geometry_t;
+
+/* Row r of the column block: the window at input row y0, column x0 of the image starting at byte
+ * `image`, in filter order (ky, kx, channel), taps outside the image holding -input_offset (their
+ * term vanishes: the input offset is in the bias). 1x1 windows come straight from the input,
+ * windows over whole groups of 4 channels from their runs of input bytes; other windows are
+ * gathered into `patch` first, whose bytes past k stay 0. */
+static void window(const geometry_t *g, int8_t *patch, uint32_t *block, int32_t rows, int32_t r, int32_t image,
+                   int32_t y0, int32_t x0)
 {
-    const int32_t ic = p->input_c, kw = p->filter_w, span = kw * ic, pad = -p->input_offset;
-    const int32_t y0 = oy * p->stride_h - p->pad_top, x0 = ox * p->stride_w - p->pad_left;
-    const int32_t dw = p->dilation_w, h = p->input_h, w = p->input_w;
-    const int32_t whole = dw == 1 && x0 >= 0 && x0 + kw <= w, direct = (ic & 3) == 0;
+    const int32_t ic = g->ic, kw = g->kw, span = g->span, pad = g->pad, w = g->w;
+    const int32_t whole = g->dw == 1 && x0 >= 0 && x0 + kw <= w;
     int8_t *dst = patch;
-    int32_t ky, kx, k = 0;
-    if (p->filter_h == 1 && kw == 1) { /* inside the image: 1x1 windows have no padding */
-        mcuq_block_put(block, rows, r, 0, input + ((b * h + y0) * w + x0) * ic, ic);
+    int32_t ky, kx, k = 0, iy = y0, row = image + y0 * g->row_bytes;
+    if (g->kh == 1 && kw == 1) { /* inside the image: 1x1 windows have no padding */
+        mcuq_block_put(block, rows, r, 0, g->input + row + x0 * ic, ic);
         return;
     }
-    for (ky = 0; ky < p->filter_h; ky++, dst += span, k += span) {
-        const int32_t iy = y0 + ky * p->dilation_h;
-        const int8_t *row;
-        if (iy < 0 || iy >= h) {
-            if (direct) {
+    for (ky = 0; ky < g->kh; ky++, dst += span, k += span, iy += g->dh, row += g->dh * g->row_bytes) {
+        if (iy < 0 || iy >= g->h) {
+            if (g->direct) {
                 mcuq_block_fill(block, rows, r, k, pad, span);
             } else {
                 fill_bytes(dst, pad, span);
             }
-            continue;
-        }
-        row = input + (b * h + iy) * w * ic;
-        if (whole) {
-            if (direct) {
-                mcuq_block_put(block, rows, r, k, row + x0 * ic, span);
+        } else if (whole) {
+            if (g->direct) {
+                mcuq_block_put(block, rows, r, k, g->input + row + x0 * ic, span);
             } else {
-                copy_bytes(dst, row + x0 * ic, span);
+                copy_bytes(dst, g->input + row + x0 * ic, span);
             }
-            continue;
-        }
-        for (kx = 0; kx < kw; kx++) {
-            const int32_t ix = x0 + kx * dw;
-            if (direct) {
+        } else {
+            for (kx = 0; kx < kw; kx++) {
+                const int32_t ix = x0 + kx * g->dw;
                 if (ix < 0 || ix >= w) {
-                    mcuq_block_fill(block, rows, r, k + kx * ic, pad, ic);
+                    if (g->direct) {
+                        mcuq_block_fill(block, rows, r, k + kx * ic, pad, ic);
+                    } else {
+                        fill_bytes(dst + kx * ic, pad, ic);
+                    }
+                } else if (g->direct) {
+                    mcuq_block_put(block, rows, r, k + kx * ic, g->input + row + ix * ic, ic);
                 } else {
-                    mcuq_block_put(block, rows, r, k + kx * ic, row + ix * ic, ic);
+                    copy_bytes(dst + kx * ic, g->input + row + ix * ic, ic);
                 }
-            } else if (ix < 0 || ix >= w) {
-                fill_bytes(dst + kx * ic, pad, ic);
-            } else {
-                copy_bytes(dst + kx * ic, row + ix * ic, ic);
             }
         }
     }
-    if (!direct) {
-        mcuq_block_put(block, rows, r, 0, patch, p->filter_h * span);
+    if (!g->direct) {
+        mcuq_block_put(block, rows, r, 0, patch, g->k4);
     }
 }
 
@@ -108,13 +109,30 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     int8_t patch[MCUQ_DSP_MAX_DEPTH];
     const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w, ow = p->output_w, oh = p->output_h;
-    int32_t i, r, rows, b = 0, oy = 0, ox = 0; /* (b, oy, ox): the next pixel's position */
+    const int32_t x_start = -p->pad_left, y_start = -p->pad_top;
+    int32_t i, r, rows, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* the next pixel's window */
+    geometry_t g;
     mcuq_matmul_t q;
+    g.input = input;
+    g.ic = p->input_c;
+    g.kh = p->filter_h;
+    g.kw = p->filter_w;
+    g.span = p->filter_w * p->input_c;
+    g.h = p->input_h;
+    g.w = p->input_w;
+    g.dh = p->dilation_h;
+    g.dw = p->dilation_w;
+    g.pad = -p->input_offset;
+    g.row_bytes = p->input_w * p->input_c;
+    g.k = k;
+    g.k4 = (k + 3) & ~3;
+    g.direct = (p->input_c & 3) == 0;
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    fill_bytes(patch + k, 0, g.k4 - k);
     mcuq_block_clear_tail(block, 2, k);
     for (i = 0; i < pixels; i += rows) {
         rows = pixels - i >= 2 ? 2 : 1;
@@ -122,12 +140,16 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             mcuq_block_clear_tail(block, 1, k);
         }
         for (r = 0; r < rows; r++) {
-            window(p, input, patch, block, rows, r, b, oy, ox);
+            window(&g, patch, block, rows, r, image, y0, x0);
+            x0 += p->stride_w;
             if (++ox == ow) {
                 ox = 0;
+                x0 = x_start;
+                y0 += p->stride_h;
                 if (++oy == oh) {
                     oy = 0;
-                    b++;
+                    y0 = y_start;
+                    image += p->input_h * g.row_bytes;
                 }
             }
         }
