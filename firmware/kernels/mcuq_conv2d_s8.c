@@ -44,6 +44,8 @@ static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
     }
 }
 
+#define SHORT_WINDOW 64 /* windows up to this many elements take 4-row blocks */
+
 /* A convolution's window geometry, once per call. */
 typedef struct {
     const int8_t *input;
@@ -133,11 +135,11 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     q.act_min = p->act_min;
     q.act_max = p->act_max;
     fill_bytes(patch + k, 0, g.k4 - k);
-    mcuq_block_clear_tail(block, 2, k);
     for (i = 0; i < pixels; i += rows) {
-        rows = pixels - i >= 2 ? 2 : 1;
-        if (rows == 1) {
-            mcuq_block_clear_tail(block, 1, k);
+        /* short windows: four pixels per block (one weight row serves four); else two */
+        rows = pixels - i >= 4 && k <= SHORT_WINDOW ? 4 : pixels - i >= 2 ? 2 : 1;
+        if (i == 0 || rows != 4) {
+            mcuq_block_clear_tail(block, rows, k);
         }
         for (r = 0; r < rows; r++) {
             window(&g, patch, block, rows, r, image, y0, x0);
@@ -153,7 +155,9 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                 }
             }
         }
-        if (rows == 2) {
+        if (rows == 4) {
+            mcuq_matmul_s8_rows4(&q, block, k, filter, n, output, n);
+        } else if (rows == 2) {
             mcuq_matmul_s8_rows2(&q, block, k, filter, n, output, output + n);
         } else {
             mcuq_matmul_s8_rows1(&q, block, k, filter, n, output);

@@ -219,4 +219,86 @@ void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t
     }
 }
 
+/* Pass 1 of a 4-row block with k <= 511: sums[r * SUM_CHANNELS + c] = the sum of block row r
+ * times weight row c (modulo 2^32), one weight row at a time: its unpacking serves four rows. */
+static void sums_4x1(const uint32_t *block, int32_t k, const int8_t *w, int32_t n, int32_t *sums)
+{
+    int32_t c;
+    for (c = 0; c < n; c++) {
+        const uint32_t *x = block, *end = block + 8 * (k >> 2);
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (; x != end; x += 8, w += 4) {
+            const uint32_t v = mcuq_read_u32(w), l = mcuq_sxtb16(v), h = v & MCUQ_LANE_MASK;
+            a0 = mcuq_smlad(x[0], l, a0);
+            a1 = mcuq_smlad(x[2], l, a1);
+            a2 = mcuq_smlad(x[4], l, a2);
+            a3 = mcuq_smlad(x[6], l, a3);
+            a0 = mcuq_smlad(x[1], h, a0);
+            a1 = mcuq_smlad(x[3], h, a1);
+            a2 = mcuq_smlad(x[5], h, a2);
+            a3 = mcuq_smlad(x[7], h, a3);
+        }
+        if (k & 3) {
+            const uint32_t v = partial_word(w, k & 3);
+            a0 = mac4(x[0], x[1], v, a0);
+            a1 = mac4(x[2], x[3], v, a1);
+            a2 = mac4(x[4], x[5], v, a2);
+            a3 = mac4(x[6], x[7], v, a3);
+            w += k & 3;
+        }
+        sums[c] = a0 >> 8;
+        sums[SUM_CHANNELS + c] = a1 >> 8;
+        sums[2 * SUM_CHANNELS + c] = a2 >> 8;
+        sums[3 * SUM_CHANNELS + c] = a3 >> 8;
+    }
+}
+
+/* Pass 2 for four rows: channel c's row of channel_data read once for its four outputs. */
+static inline __attribute__((always_inline)) void outputs4(const mcuq_matmul_t *q, const int32_t *cd, int32_t n,
+                                                           const int32_t *sums, int8_t *out, int32_t stride,
+                                                           int32_t full)
+{
+    const int32_t zp = q->output_offset, lo = q->act_min, hi = q->act_max;
+    int32_t c, i;
+    for (c = 0; c < n; c++, cd += 4) {
+        const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
+        if (r > 0) {
+            const int32_t y0 = clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[c]), m, r, h, zp), lo, hi, full);
+            const int32_t y1 =
+                clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[SUM_CHANNELS + c]), m, r, h, zp), lo, hi, full);
+            const int32_t y2 =
+                clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[2 * SUM_CHANNELS + c]), m, r, h, zp), lo, hi, full);
+            const int32_t y3 =
+                clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[3 * SUM_CHANNELS + c]), m, r, h, zp), lo, hi, full);
+            out[c] = (int8_t)y0;
+            out[stride + c] = (int8_t)y1;
+            out[2 * stride + c] = (int8_t)y2;
+            out[3 * stride + c] = (int8_t)y3;
+        } else {
+            for (i = 0; i < 4; i++) {
+                out[i * stride + c] =
+                    (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums[i * SUM_CHANNELS + c]), m, h, zp, lo, hi);
+            }
+        }
+    }
+}
+
+void mcuq_matmul_s8_rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out, int32_t stride)
+{
+    const mcuq_matmul_t local = *q;
+    const int32_t full = local.act_min == -128 && local.act_max == 127;
+    int32_t sums[4 * SUM_CHANNELS];
+    int32_t c;
+    for (c = 0; c < n; c += SUM_CHANNELS) {
+        const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
+        sums_4x1(block, k, w + c * k, m, sums);
+        if (full) {
+            outputs4(&local, local.channel_data + 4 * c, m, sums, out + c, stride, 1);
+        } else {
+            outputs4(&local, local.channel_data + 4 * c, m, sums, out + c, stride, 0);
+        }
+    }
+}
+
 #endif /* MCUQ_DSP */

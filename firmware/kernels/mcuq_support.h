@@ -95,7 +95,7 @@ static inline int32_t mcuq_ssat8(int32_t x)
 static inline uint32_t mcuq_sxtb16_ror8(uint32_t x) { return mcuq_sxtb16((x >> 8) | (x << 24)); }
 
 /* ---- column blocks and matrix products of the int8 DSP paths -------------------------------
- * A column block holds `rows` (1 or 2) int8 vectors x[r][0 .. k) widened to int16 lanes that
+ * A column block holds `rows` (1, 2 or 4) int8 vectors x[r][0 .. k) widened to int16 lanes that
  * pair with a weight word w = [b0 b1 b2 b3] without a rotation: for each group g of 4 elements,
  * row r owns the words block[2 * rows * g + 2 * r] = (256 x[4g], 256 x[4g+2]), for SXTB16(w) =
  * (b0, b2), and [.. + 1] = (x[4g+1], x[4g+3]), for w & 0xFF00FF00 = (256 b1, 256 b3): each
@@ -182,6 +182,10 @@ typedef struct {
  * w[c][0 .. k) (row stride k, any alignment). */
 void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
                           int32_t n, int8_t *out0, int8_t *out1);
+
+/* out[r * stride + c] for r < 4 from a 4-row block, k <= 511 (row_bias not applied). */
+void mcuq_matmul_s8_rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out, int32_t stride);
 
 /* The same for a one-row block. */
 void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
