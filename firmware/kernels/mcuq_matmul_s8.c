@@ -48,17 +48,6 @@ static inline int32_t clamp(int32_t y, int32_t lo, int32_t hi, int32_t full)
     return y < lo ? lo : (y > hi ? hi : y);
 }
 
-/* The output of channel row cd = {b, M, r, h} for a sum s: bias b and row_bias added,
- * requantized, clamped. */
-static inline int32_t output(const mcuq_matmul_t *q, const int32_t *cd, int32_t row_bias, int32_t s, int32_t full)
-{
-    const int32_t acc = mcuq_add_wrap(mcuq_add_wrap(cd[0], row_bias), s);
-    if (cd[2] <= 0) {
-        return mcuq_requantize_clamp(acc, cd[1], cd[3], q->output_offset, q->act_min, q->act_max);
-    }
-    return clamp(mcuq_requantize_fast(acc, cd[1], cd[2], cd[3], q->output_offset), q->act_min, q->act_max, full);
-}
-
 #define SUM_CHANNELS 32 /* output channels summed before their requantization pass */
 
 /* Pass 1 of a 2-row block: sums_r[c] = row_bias[r] + the sum of block row r times weight row c

@@ -168,8 +168,9 @@ static inline void mcuq_block_clear_tail(uint32_t *block, int32_t rows, int32_t 
 }
 
 /* What the products need besides the block and the weights: output channel c of row r starts
- * from channel_data[c][0] + row_bias[r] (the bias must be folded into channel_data), then
- * clamp(requantize + output_offset) from channel_data[c] (mcuq_requantize_channel()). */
+ * from channel_data[c][0] + row_bias[r] (the bias must be folded into channel_data; row_bias is
+ * FULLY_CONNECTED's filter_offset * sum x), then clamp(requantize + output_offset) from
+ * channel_data[c] (mcuq_requantize_channel()). */
 typedef struct {
     const int32_t *channel_data; /* [n][4] */
     int32_t row_bias[2];
@@ -183,13 +184,13 @@ typedef struct {
 void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
                           int32_t n, int8_t *out0, int8_t *out1);
 
-/* out[r * stride + c] for r < 4 from a 4-row block, k <= 511 (row_bias not applied). */
-void mcuq_matmul_s8_rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out, int32_t stride);
-
 /* The same for a one-row block. */
 void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
                           int32_t n, int8_t *out);
+
+/* out[r * stride + c] for r < 4 from a 4-row block, k <= 511 (row_bias not applied). */
+void mcuq_matmul_s8_rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
+                          int32_t n, int8_t *out, int32_t stride);
 #endif /* MCUQ_DSP */
 
 /* A walk over an MCUQ_MAX_DIMS-D index (last axis fastest) tracking two linear offsets. */
