@@ -5,7 +5,6 @@
 
 mcuq_status_t mcuq_softmax_s8(const mcuq_softmax_params_t *p, const int8_t *input, int8_t *output)
 {
-    const int32_t lowest = -(INT32_C(1) << (8 - 1));
     int32_t row, c;
     if (p->output_bits != 8) {
         return MCUQ_ERR_PARAMS;
@@ -19,13 +18,7 @@ mcuq_status_t mcuq_softmax_s8(const mcuq_softmax_params_t *p, const int8_t *inpu
             return status;
         }
         for (c = 0; c < p->depth; c++) {
-            const int32_t d = x[c] - max;
-            int32_t v = lowest;
-            if (d >= p->diff_min) {
-                v = mcuq_rdbpot(mcuq_srdhm(reciprocal, mcuq_softmax_exp(p, d)), exponent) + lowest;
-                v = mcuq_clamp(v, lowest, -lowest - 1);
-            }
-            y[c] = (int8_t)v;
+            y[c] = (int8_t)mcuq_softmax_value(p, x[c] - max, reciprocal, exponent);
         }
     }
     return MCUQ_OK;

@@ -413,4 +413,17 @@ static inline mcuq_status_t mcuq_softmax_row_scale(const mcuq_softmax_params_t *
     return MCUQ_OK;
 }
 
+/* One softmax output value for x = row max + d, in [lowest, -lowest - 1] where lowest is the
+ * int`output_bits` minimum; entries below diff_min give lowest (TFLM's reference). */
+static inline int32_t mcuq_softmax_value(const mcuq_softmax_params_t *p, int32_t d, int32_t reciprocal,
+                                         int32_t exponent)
+{
+    const int32_t lowest = -(INT32_C(1) << (p->output_bits - 1));
+    if (d < p->diff_min) {
+        return lowest;
+    }
+    return mcuq_clamp(mcuq_rdbpot(mcuq_srdhm(reciprocal, mcuq_softmax_exp(p, d)), exponent) + lowest,
+                      lowest, -lowest - 1);
+}
+
 #endif /* MCUQ_SUPPORT_H */
