@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,8 +27,13 @@ def _warn(message: str) -> None:
     click.secho(f"WARNING: {message}", fg="yellow", err=True)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
+        signal.signal(signal.SIGTERM, _interrupt)  # unwind like Ctrl-C: temp output removed, emulator stopped
         try:
             return super().invoke(ctx)
         except McuqError as e:

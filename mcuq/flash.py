@@ -8,7 +8,9 @@ Because QEMU waits for its client before it even loads the ELF, `flash` checks t
 and can only see QEMU die before it listens (unknown machine, bad option); a firmware that dies
 later shows as a closed or silent link, with QEMU's output in the log.
 The emulator's pid, port and ELF hash go to DIR/build/emulator.json (its output to
-DIR/build/qemu.log), so verify finds it without --port and `stop` ends it.
+DIR/build/qemu.log), so verify finds it without --port and `stop` ends it. The state file is
+written last: an error or Ctrl-C before that ends the QEMU just started, so an interrupted flash
+leaves neither an emulator nor a state file behind (a successful one leaves QEMU running).
 """
 
 from __future__ import annotations
@@ -107,26 +109,35 @@ def _start_emulator(pack_dir: Path, board: Board, elf: Path, port: str | int | N
         raise DeviceError(f"{elf}: not a 32-bit little-endian ARM ELF; rebuild it with mcuq build {pack_dir}")
     stop(pack_dir)
     build_dir = pack_dir / BUILD_SUBDIR
+    state_path, tmp = build_dir / STATE_FILE, build_dir / f".{STATE_FILE}.tmp"
     log = build_dir / LOG_FILE
-    for _ in range(3 if port is None else 1):  # a free port can be taken before QEMU binds it
-        tcp = int(str(port).rsplit(":", 1)[-1]) if port is not None else _free_port()
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(qemu_command(board, elf, tcp), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        why = _wait_listening(proc, log)
-        if why is None:
-            break
-        if _PORT_BUSY not in why:
-            raise DeviceError(f"{QEMU} -M {board.qemu_machine} exited at start: {why} (log: {log})")
-    else:
-        raise DeviceError(f"{QEMU}: port {tcp} is in use: {why}")
+    proc = None
+    try:
+        for _ in range(3 if port is None else 1):  # a free port can be taken before QEMU binds it
+            tcp = int(str(port).rsplit(":", 1)[-1]) if port is not None else _free_port()
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(qemu_command(board, elf, tcp), stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            why = _wait_listening(proc, log)
+            if why is None:
+                break
+            if _PORT_BUSY not in why:
+                raise DeviceError(f"{QEMU} -M {board.qemu_machine} exited at start: {why} (log: {log})")
+        else:
+            raise DeviceError(f"{QEMU}: port {tcp} is in use: {why}")
+        url = f"socket://127.0.0.1:{tcp}"
+        state = {"pid": proc.pid, "port": tcp, "url": url, "board": board.name, "machine": board.qemu_machine,
+                 "elf": str(elf), "elf_sha256": _sha256(elf), "log": str(log)}
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+        tmp.replace(state_path)
+    except BaseException:  # an error or Ctrl-C before the state is in place: no half-started emulator
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        tmp.unlink(missing_ok=True)
+        state_path.unlink(missing_ok=True)
+        raise
     _children[proc.pid] = proc
-    url = f"socket://127.0.0.1:{tcp}"
-    state = {"pid": proc.pid, "port": tcp, "url": url, "board": board.name, "machine": board.qemu_machine,
-             "elf": str(elf), "elf_sha256": _sha256(elf), "log": str(log)}
-    tmp = build_dir / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1) + "\n")
-    tmp.replace(build_dir / STATE_FILE)
     return url
 
 

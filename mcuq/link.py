@@ -2,8 +2,9 @@
 
 A ``Device`` sends one request frame at a time and waits, with a deadline, for the response
 carrying the same sequence number. Garbage before a frame is skipped by hunting for the sync
-pair; a frame with a bad CRC is dropped and the request sent again (with a new sequence number,
-so a late answer to the old one is recognised and ignored). A HELLO in the middle of a session
+pair; a frame with a bad CRC, or one that stops arriving once begun, is dropped and the request
+sent again (with a new sequence number, so a late answer to the old one is recognised and
+ignored). ``Device.stats`` counts what went wrong on the link. A HELLO in the middle of a session
 means the board reset, and a closed connection means the emulator (or USB link) went away:
 both end in one clear ``DeviceError``.
 """
@@ -62,6 +63,23 @@ class CounterKind(IntEnum):
 
 class LinkError(DeviceError):
     """No valid response within the retries: silence or a corrupt link (transient, worth a retry)."""
+
+
+@dataclass
+class LinkStats:
+    """What a Device's link did: requests sent (retries included), responses lost to silence,
+    frames dropped as corrupt (bad CRC or length, or cut short), late answers ignored."""
+
+    requests: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    corrupt: int = 0
+    stale: int = 0
+
+    @property
+    def lost(self) -> int:
+        """Responses that did not arrive intact (each cost a retry or ended the request)."""
+        return self.timeouts + self.corrupt
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,7 @@ class Device:
         self.run_timeout = run_timeout
         self.retries = retries
         self._seq = 0
+        self.stats = LinkStats()
         self._in_session = False  # a HELLO before the first response is the boot greeting
         port.timeout = POLL
 
@@ -279,21 +298,25 @@ class Device:
         limit = self.timeout if timeout is None else timeout
         tries = 1 + (self.retries if retries is None else retries)
         corrupt = 0
-        for _ in range(tries):
+        for attempt in range(tries):
+            self.stats.retries += attempt > 0
             seq = self._send(kind, payload)
             deadline = time.monotonic() + limit
             while True:
                 frame = self._next_frame(deadline, what)
                 if frame is None:
+                    self.stats.timeouts += 1
                     break  # timed out: send again
                 if frame is _BAD:
                     corrupt += 1
+                    self.stats.corrupt += 1
                     break  # most likely our response, corrupted: send again
                 if frame.kind == Kind.HELLO:
                     if self._in_session:
                         raise DeviceError(f"{self.name}: board reset during {what}")
                     continue
                 if frame.seq != seq:
+                    self.stats.stale += 1
                     continue  # late answer to an earlier try
                 self._in_session = True
                 if frame.kind == Kind.ERROR:
@@ -302,12 +325,13 @@ class Device:
                     raise DeviceError(f"{self.name}: answer to {what} has type 0x{frame.kind:02x}, "
                                       f"expected 0x{kind | RESPONSE:02x}")
                 return frame.payload
-        why = f"{corrupt} corrupt frame(s) (bad CRC)" if corrupt else "silence"
+        why = f"{corrupt} corrupt frame(s) (bad CRC or cut short)" if corrupt else "silence"
         raise LinkError(f"{self.name}: no valid response to {what} after {tries} tr{'y' if tries == 1 else 'ies'} "
                         f"of {limit:.1f} s ({why}); is the board running mcuq firmware?")
 
     def _send(self, kind: Kind, payload: bytes) -> int:
         self._seq = (self._seq + 1) & 0xFF
+        self.stats.requests += 1
         try:
             self._port.write(encode(kind, self._seq, payload))
             self._port.flush()
@@ -331,7 +355,9 @@ class Device:
         return bytes(out)
 
     def _next_frame(self, deadline: float, what: str) -> "Frame | _Bad | None":
-        """The next frame after hunting for sync; _BAD for a bad CRC or length, None on timeout."""
+        """The next frame after hunting for sync; None when the deadline passes before one begins,
+        _BAD for a bad CRC or length or a frame not complete within ``timeout`` of its sync (a
+        lost byte must not hold a RUN for its whole run_timeout)."""
         prev = 0
         while True:
             b = self._read(1, deadline, what)
@@ -340,15 +366,16 @@ class Device:
             if prev == SYNC[0] and b[0] == SYNC[1]:
                 break
             prev = b[0]
+        deadline = time.monotonic() + self.timeout
         head = self._read(4, deadline, what)
         if head is None:
-            return None
+            return _BAD
         kind, seq, length = struct.unpack("<BBH", head)
         if length > MAX_PAYLOAD:
             return _BAD
         rest = self._read(length + 4, deadline, what)
         if rest is None:
-            return None
+            return _BAD
         payload, (crc,) = rest[:length], struct.unpack("<I", rest[length:])
         if crc != crc32(head + payload):
             return _BAD

@@ -9,7 +9,7 @@ instructions under QEMU -icount) are averaged over the full runs.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,10 +17,10 @@ import numpy as np
 
 from mcuq.errors import DeviceError, MismatchError, ModelError
 from mcuq.build import BUILD_SUBDIR
-from mcuq.flash import STATE_FILE, running_emulator
+from mcuq.flash import STATE_FILE, running_emulator, stop
 from mcuq.graphfile import load_graph
 from mcuq.ir import NO_TENSOR, Graph
-from mcuq.link import Device, DeviceInfo, LinkError, find_stlink_port
+from mcuq.link import Device, DeviceInfo, LinkError, LinkStats, find_stlink_port
 from mcuq.simulate import as_inputs, prepare_graph, run_integer
 from mcuq.summary import node_macs
 
@@ -95,6 +95,7 @@ class VerifyResult:
     divergence: Divergence | None
     layers: tuple[LayerCost, ...]
     total: float  # counter per inference, whole graph
+    link: LinkStats  # requests, retries and frames lost on the serial link
 
     @property
     def ok(self) -> bool:
@@ -133,6 +134,10 @@ class VerifyResult:
                          f"got {m.got:g}, expected {m.expected:g} ({m.differing} of {m.size} differ)")
         if len(self.mismatches) > SHOWN_MISMATCHES:
             lines.append(f"... and {len(self.mismatches) - SHOWN_MISMATCHES} more differing outputs")
+        if self.link.retries or self.link.lost or self.link.stale:
+            lines.append(f"link: {self.link.requests} requests, {self.link.retries} retried "
+                         f"({self.link.timeouts} timeouts, {self.link.corrupt} corrupt frames, "
+                         f"{self.link.stale} late answers ignored)")
         lines.append(self.verdict)
         return "\n".join(lines)
 
@@ -275,35 +280,40 @@ def verify(pack_dir: str | Path, port: str | None = None, inputs: Sequence[np.nd
     xs_all = as_inputs(graph, inputs) if inputs is not None else random_samples(graph, count, seed)
     n = xs_all[0].shape[0]
     url = resolve_port(pack_dir, port)
-    with Device.open(url, timeout=timeout, run_timeout=run_timeout) as dev:
-        info = dev.hello()
-        _check_firmware(info, graph, manifest, pack_dir)
-        session = _Session(dev, graph, info)
-        profile = np.zeros(len(graph.nodes), np.float64)
-        total = 0.0
-        mismatches: list[OutputMismatch] = []
-        divergence, localized = None, False
-        exact = 0
-        for s in range(n):
-            xs = [a[s] for a in xs_all]
-            want = run_integer(graph, xs, all_tensors=True, params=params)
-            total += session.run(xs)
-            profile += dev.read_profile(len(graph.nodes))
-            found = []
-            for k, t in enumerate(graph.outputs):
-                diff = first_difference(session.read(t), want[t])
-                if diff:
-                    found.append(OutputMismatch(s, k, graph.tensor(t).name, *diff, graph.tensor(t).size))
-            mismatches.extend(found)
-            if not found:
-                exact += 1
-            elif not localized:
-                divergence, localized = _localize(session, s, xs, want), True
-            if progress:
-                progress(s + 1, n)
+    try:
+        with Device.open(url, timeout=timeout, run_timeout=run_timeout) as dev:
+            info = dev.hello()
+            _check_firmware(info, graph, manifest, pack_dir)
+            session = _Session(dev, graph, info)
+            profile = np.zeros(len(graph.nodes), np.float64)
+            total = 0.0
+            mismatches: list[OutputMismatch] = []
+            divergence, localized = None, False
+            exact = 0
+            for s in range(n):
+                xs = [a[s] for a in xs_all]
+                want = run_integer(graph, xs, all_tensors=True, params=params)
+                total += session.run(xs)
+                profile += dev.read_profile(len(graph.nodes))
+                found = []
+                for k, t in enumerate(graph.outputs):
+                    diff = first_difference(session.read(t), want[t])
+                    if diff:
+                        found.append(OutputMismatch(s, k, graph.tensor(t).name, *diff, graph.tensor(t).size))
+                mismatches.extend(found)
+                if not found:
+                    exact += 1
+                elif not localized:
+                    divergence, localized = _localize(session, s, xs, want), True
+                if progress:
+                    progress(s + 1, n)
+    except KeyboardInterrupt:  # Ctrl-C (SIGTERM too, through the CLI): end the emulator we ran on
+        if url == running_emulator(pack_dir):
+            stop(pack_dir)
+        raise
     scale = info.counter_scale / n
     layers = tuple(LayerCost(node.index, str(node.op), node_macs(graph, node), float(c * scale))
                    for node, c in zip(graph.nodes, profile))
     return VerifyResult(str(pack_dir), manifest.get("model", ""), info.model_sha256, info.board_name,
                         info.firmware_version, url, info.counter_kind.label, n, exact, tuple(mismatches),
-                        divergence, layers, total * scale)
+                        divergence, layers, total * scale, replace(dev.stats))
