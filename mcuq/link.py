@@ -2,9 +2,11 @@
 
 A ``Device`` sends one request frame at a time and waits, with a deadline, for the response
 carrying the same sequence number. Garbage before a frame is skipped by hunting for the sync
-pair; a frame with a bad CRC, or one that stops arriving once begun, is dropped and the request
-sent again (with a new sequence number, so a late answer to the old one is recognised and
-ignored). ``Device.stats`` counts what went wrong on the link. A HELLO in the middle of a session
+pair; a frame with a bad CRC or length, or one that stops arriving once begun, is dropped and the
+hunt goes on from the byte after its sync (so a response behind garbage that looked like a frame
+is still found); when no good frame follows at once, the request is sent again (with a new
+sequence number, so a late answer to the old one is recognised and ignored). ``Device.stats``
+counts what went wrong on the link. A HELLO in the middle of a session
 means the board reset, and a closed connection means the emulator (or USB link) went away:
 both end in one clear ``DeviceError``.
 """
@@ -30,6 +32,7 @@ ST_LINK_VID = 0x0483
 WRITE_HEADER = 6  # slot u16, offset u32 before the data of a WRITE_TENSOR
 PROFILE_CHUNK = MAX_PAYLOAD // 4
 POLL = 0.05  # seconds one port read may block; deadlines are checked between reads
+RESYNC = 0.25  # after a corrupt frame, how long a good one may take to begin before the request is resent
 DTYPES = {0: "int8", 1: "int16", 2: "int32", 3: "int64", 4: "float32", 5: "uint8"}
 
 
@@ -67,19 +70,20 @@ class LinkError(DeviceError):
 
 @dataclass
 class LinkStats:
-    """What a Device's link did: requests sent (retries included), responses lost to silence,
-    frames dropped as corrupt (bad CRC or length, or cut short), late answers ignored."""
+    """What a Device's link did: requests sent (retries included), requests sent again, requests
+    given up (LinkError), frames dropped as corrupt (bad CRC or length, cut short), late answers
+    ignored."""
 
     requests: int = 0
     retries: int = 0
-    timeouts: int = 0
+    failed: int = 0
     corrupt: int = 0
     stale: int = 0
 
     @property
     def lost(self) -> int:
-        """Responses that did not arrive intact (each cost a retry or ended the request)."""
-        return self.timeouts + self.corrupt
+        """Responses that never arrived intact: each cost a retry or ended its request."""
+        return self.retries + self.failed
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ class Device:
         self.run_timeout = run_timeout
         self.retries = retries
         self._seq = 0
+        self._rx = bytearray()  # received bytes not yet consumed (pushed back after a corrupt frame)
         self.stats = LinkStats()
         self._in_session = False  # a HELLO before the first response is the boot greeting
         port.timeout = POLL
@@ -305,12 +310,12 @@ class Device:
             while True:
                 frame = self._next_frame(deadline, what)
                 if frame is None:
-                    self.stats.timeouts += 1
                     break  # timed out: send again
                 if frame is _BAD:
                     corrupt += 1
                     self.stats.corrupt += 1
-                    break  # most likely our response, corrupted: send again
+                    deadline = min(deadline, time.monotonic() + RESYNC)  # a good frame behind comes at once
+                    continue
                 if frame.kind == Kind.HELLO:
                     if self._in_session:
                         raise DeviceError(f"{self.name}: board reset during {what}")
@@ -325,6 +330,7 @@ class Device:
                     raise DeviceError(f"{self.name}: answer to {what} has type 0x{frame.kind:02x}, "
                                       f"expected 0x{kind | RESPONSE:02x}")
                 return frame.payload
+        self.stats.failed += 1
         why = f"{corrupt} corrupt frame(s) (bad CRC or cut short)" if corrupt else "silence"
         raise LinkError(f"{self.name}: no valid response to {what} after {tries} tr{'y' if tries == 1 else 'ies'} "
                         f"of {limit:.1f} s ({why}); is the board running mcuq firmware?")
@@ -342,22 +348,23 @@ class Device:
         return self._seq
 
     def _read(self, n: int, deadline: float, what: str) -> bytes | None:
-        """Exactly ``n`` bytes, or None when the deadline passes first."""
-        out = bytearray()
-        while len(out) < n:
+        """Exactly ``n`` bytes, or None when the deadline passes first (what came stays queued)."""
+        while len(self._rx) < n:
             if time.monotonic() > deadline:
                 return None
             try:
-                got = self._port.read(n - len(out))
+                self._rx += self._port.read(n - len(self._rx))
             except (serial.SerialException, OSError):
                 raise DeviceError(f"{self.name}: device closed the link (emulator died?) during {what}") from None
-            out += got
-        return bytes(out)
+        out = bytes(self._rx[:n])
+        del self._rx[:n]
+        return out
 
     def _next_frame(self, deadline: float, what: str) -> "Frame | _Bad | None":
         """The next frame after hunting for sync; None when the deadline passes before one begins,
         _BAD for a bad CRC or length or a frame not complete within ``timeout`` of its sync (a
-        lost byte must not hold a RUN for its whole run_timeout)."""
+        lost byte must not hold a RUN for its whole run_timeout). After _BAD the bytes behind the
+        bad frame's sync are read again."""
         prev = 0
         while True:
             b = self._read(1, deadline, what)
@@ -371,15 +378,11 @@ class Device:
         if head is None:
             return _BAD
         kind, seq, length = struct.unpack("<BBH", head)
-        if length > MAX_PAYLOAD:
+        rest = self._read(length + 4, deadline, what) if length <= MAX_PAYLOAD else None
+        if rest is None or struct.unpack("<I", rest[length:])[0] != crc32(head + rest[:length]):
+            self._rx[:0] = head + (rest or b"")
             return _BAD
-        rest = self._read(length + 4, deadline, what)
-        if rest is None:
-            return _BAD
-        payload, (crc,) = rest[:length], struct.unpack("<I", rest[length:])
-        if crc != crc32(head + payload):
-            return _BAD
-        return Frame(kind, seq, payload)
+        return Frame(kind, seq, rest[:length])
 
     def _await_hello(self, deadline: float, what: str) -> int | None:
         """Skip frames until a HELLO (its protocol version) or the deadline (None)."""

@@ -134,10 +134,9 @@ class VerifyResult:
                          f"got {m.got:g}, expected {m.expected:g} ({m.differing} of {m.size} differ)")
         if len(self.mismatches) > SHOWN_MISMATCHES:
             lines.append(f"... and {len(self.mismatches) - SHOWN_MISMATCHES} more differing outputs")
-        if self.link.retries or self.link.lost or self.link.stale:
-            lines.append(f"link: {self.link.requests} requests, {self.link.retries} retried "
-                         f"({self.link.timeouts} timeouts, {self.link.corrupt} corrupt frames, "
-                         f"{self.link.stale} late answers ignored)")
+        if self.link.lost or self.link.corrupt or self.link.stale:
+            lines.append(f"link: {self.link.requests} requests, {self.link.lost} responses lost and recovered "
+                         f"({self.link.corrupt} corrupt frames, {self.link.stale} late answers ignored)")
         lines.append(self.verdict)
         return "\n".join(lines)
 

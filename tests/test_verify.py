@@ -146,7 +146,7 @@ def test_firmware_of_another_pack_is_refused(packs):
             verify(packs(AD01), fake.url, count=1, **FAST)
 
 
-@pytest.mark.parametrize("fault", [Fault.BAD_CRC, Fault.GARBAGE, Fault.DROP_BYTE, Fault.SILENCE])
+@pytest.mark.parametrize("fault", [Fault.BAD_CRC, Fault.DROP_BYTE, Fault.SILENCE])
 def test_lost_run_response_reruns_from_the_inputs(packs, fault):
     """A run overwrites its inputs in the arena: a retried RUN must write them again."""
     pack = packs(AD01)
@@ -159,6 +159,15 @@ def test_lost_run_response_reruns_from_the_inputs(packs, fault):
         assert fw._bytes(slot) != last.tobytes()  # the run clobbered its input bytes
     assert result.ok and result.exact == 3, result.format_table()
     assert fake.requests.count(Kind.RUN) == 4
+    assert result.link.failed == 1 and result.link.lost == 1
+
+
+def test_run_response_behind_garbage_is_found(packs):
+    pack = packs(AD01)
+    with FakeDevice(pack, faults=(Inject(Fault.GARBAGE, Kind.RUN, 2),)) as fake:
+        result = verify(pack, fake.url, count=3, **FAST)
+    assert result.ok and result.exact == 3, result.format_table()
+    assert fake.requests.count(Kind.RUN) == 3 and result.link.lost == 0
 
 
 def test_reset_during_verify(packs):
