@@ -34,7 +34,8 @@ FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC")
 ALIGN = 16
 GUARD = bytes(range(64))  # written after the arena; a run that changes it wrote out of bounds
-_DTYPES = {0: np.int8, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float32, 5: np.uint8}
+_DTYPES = {0: np.int8, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float32, 5: np.uint8,
+           6: "int4"}  # int4: packed two per byte, read back unpacked to int8
 
 # What Python sees of the runtime and the packed tables (cffi checks it against the real headers).
 _CDEF = """
@@ -265,6 +266,10 @@ class HostModel:
     def _read(self, slot: int) -> np.ndarray:
         info = self.slots[slot]
         data = self.ffi.buffer(self.lib.mcuq_tensor_data(self.arena, slot), info.nbytes)
+        if info.dtype == "int4":
+            raw = np.frombuffer(data, np.uint8)
+            nibbles = np.stack([raw & 0xF, raw >> 4], 1).reshape(-1)[:int(np.prod(info.shape))]
+            return ((nibbles ^ 8).astype(np.int8) - 8).reshape(info.shape)
         return np.frombuffer(data, info.dtype).reshape(info.shape).copy()
 
     def _write_inputs(self, inputs: Sequence[np.ndarray]) -> None:

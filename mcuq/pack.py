@@ -32,7 +32,8 @@ from mcuq.plan import ArenaPlan
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_RANK = 4
 _C_DTYPES = {"int8": ("int8_t", 0), "int16": ("int16_t", 1), "int32": ("int32_t", 2),
-             "int64": ("int64_t", 3), "float32": ("float", 4), "uint8": ("uint8_t", 5)}
+             "int64": ("int64_t", 3), "float32": ("float", 4), "uint8": ("uint8_t", 5),
+             "int4": ("uint8_t", 6)}  # int4: packed two per byte, low nibble first (as in a .tflite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,13 @@ def _array_decl(name: str, values: np.ndarray) -> str:
     return f"static MCUQ_CONST {ctype} {name}[{n}] = {{\n{_fmt_array(values)}\n}};"
 
 
+def packed_int4(values: np.ndarray) -> np.ndarray:
+    """int4 values (held unpacked in the IR) packed two per byte, low nibble first: the flash bytes."""
+    nib = (np.asarray(values).reshape(-1) & 0xF).astype(np.uint8)
+    nib = np.append(nib, np.zeros(nib.size % 2, np.uint8))
+    return nib[0::2] | (nib[1::2] << 4)
+
+
 def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: str, sha256: str,
                    scheme: str) -> PackedSources:
     """Render mcuq_model.h / mcuq_model.c for a prepared, planned integer graph."""
@@ -102,7 +110,8 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
             raise ModelError(f"tensor '{tensor.name}' has type {tensor.dtype}, which the firmware cannot hold")
         shape = list(tensor.shape) + [1] * (MAX_RANK - len(tensor.shape))
         if tensor.is_const:
-            const_data.append(_array_decl(f"mcuq_t{t}", tensor.data))
+            values = packed_int4(tensor.data) if tensor.dtype == "int4" else tensor.data
+            const_data.append(_array_decl(f"mcuq_t{t}", values))
             data, offset = f"mcuq_t{t}", -1
         else:
             data, offset = "0", plan.offsets[t]
@@ -166,6 +175,7 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
         raise McuqError(f"{out_dir}: exists and is not an mcuq pack output; choose another -o")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    old = None
     try:
         (tmp / "src").mkdir()
         (tmp / "src" / "mcuq_model.h").write_text(sources.header)
@@ -175,7 +185,6 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
         for name, data in extra.items():
             (tmp / name).write_bytes(data)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -184,6 +193,8 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
+        if old is not None and not out_dir.exists():  # interrupted between the renames
+            old.rename(out_dir)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -4,6 +4,20 @@
  * - Tensors are dense and row-major (images NHWC); the caller owns every buffer. No kernel
  *   allocates, keeps state, or needs scratch memory from the caller. Outputs must not overlap
  *   inputs, except where a kernel says so.
+ * - Overlap contract (the arena planner, mcuq/plan.py, relies on it; tests/test_inplace.py runs
+ *   every kernel below with its output over its input as planned). Windowed kernels (CONV_2D,
+ *   DEPTHWISE_CONV_2D, AVERAGE_POOL_2D, MAX_POOL_2D, every dtype and path) may find their output
+ *   starting `shift` bytes below input 0 (shift from mcuq.plan.min_shift, possibly negative), so
+ *   they must: produce output pixels in raster order (batch, row, column) in ONE pass, in runs
+ *   of at most 4 consecutive pixels; write a run's output bytes only while that run is being
+ *   computed (never a later pass over channels, never the output buffer as scratch); and read
+ *   input only inside the windows of the current run and later ones. The planner then places
+ *   the output so that a run starting at pixel s ends at or below every input byte pixels s..
+ *   still read. DEPTHWISE_CONV_2D is overlapped only with depth multiplier 1, input_c % 4 == 0
+ *   and input_c * filter_h * filter_w <= 1280 (mcuq.plan.DEPTHWISE_ONE_PASS): within that the
+ *   DSP path's channel chunk must hold every channel, so one pass covers them; grow the chunk or
+ *   lower that bound together. Elementwise kernels marked "in place" read element i of every
+ *   input before writing output element i, in increasing order (the planner uses offset 0).
  * - Cores with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33, M55) run the int8
  *   CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and ADD kernels on SIMD paths (SMLAD & co.
  *   through <arm_acle.h>), which keep their work buffers on the stack: at most 4 KB (an im2col
@@ -55,7 +69,9 @@ typedef enum {
  * weights, M = multiplier[c]; when r > 0, requantize(acc, M, shift[c]) =
  * (((h - (acc < 0)) * 2^32 + (2^30 ^ (acc & 2^31)) + acc * M) >> 32) >> r, else h = shift[c].
  * With the input offset in b, a tap outside the image counts as the value -input_offset.
- * shift_only: every multiplier is 2^30 (mcuq_requantize_pow2() applies). */
+ * shift_only: every multiplier is 2^30 (mcuq_requantize_pow2() applies).
+ * Overlap: output may start min_shift bytes below the input (overlap contract above: one raster
+ * pass, runs of <= 4 pixels; the DSP conv path gathers a run's windows, then writes the run). */
 typedef struct {
     int32_t batches;
     int32_t input_h;
@@ -112,7 +128,8 @@ typedef struct {
 
 /* AVERAGE_POOL_2D and MAX_POOL_2D over raw values (input and output share scale and zero point).
  * Input [batches, input_h, input_w, channels], output [batches, output_h, output_w, channels];
- * windows as for convolution (dilation 1), padding taps excluded from max, sum and count. */
+ * windows as for convolution (dilation 1), padding taps excluded from max, sum and count.
+ * Overlap: output may start min_shift bytes below the input (overlap contract above). */
 typedef struct {
     int32_t batches;
     int32_t input_h;
@@ -344,6 +361,21 @@ mcuq_status_t mcuq_softmax_s8_s16(const mcuq_softmax_params_t *p, const int8_t *
 /* LOGISTIC and TANH, int8 -> int8; in place allowed. */
 mcuq_status_t mcuq_logistic_s8(const mcuq_logistic_params_t *p, const int8_t *input, int8_t *output);
 mcuq_status_t mcuq_tanh_s8(const mcuq_tanh_params_t *p, const int8_t *input, int8_t *output);
+
+/* ---- int8 activations x int4 filters -------------------------------------------------------
+ * The filter holds int4 values in [-8, 7] packed two per byte: element i (in the int8 kernel's
+ * filter layout) in byte i / 2, low nibble first, as in a .tflite. Parameters, other buffers,
+ * status codes and results are those of the int8 kernel above run on the unpacked filter (what
+ * TFLM does with int4 filters). On DSP cores, CONV_2D (windows up to 640 elements, groups 1)
+ * and FULLY_CONNECTED (depth up to 1280) unpack the weights in the inner loop, one AND per
+ * weight (firmware/kernels/mcuq_support_s4.h), with a 2.5 KB column block and a 640-byte patch
+ * on the stack; DEPTHWISE_CONV_2D is plain C on every core. */
+mcuq_status_t mcuq_conv2d_s8_s4(const mcuq_conv_params_t *p, const int8_t *input, const uint8_t *filter,
+                                const int32_t *bias, int8_t *output);
+mcuq_status_t mcuq_depthwise_conv2d_s8_s4(const mcuq_conv_params_t *p, const int8_t *input,
+                                          const uint8_t *filter, const int32_t *bias, int8_t *output);
+mcuq_status_t mcuq_fully_connected_s8_s4(const mcuq_fully_connected_params_t *p, const int8_t *input,
+                                         const uint8_t *filter, const int32_t *bias, int8_t *output);
 
 #ifdef __cplusplus
 }

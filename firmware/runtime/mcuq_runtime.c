@@ -47,7 +47,8 @@ static mcuq_status_t concatenate(uint8_t *arena, const mcuq_node_t *n, uint8_t t
     return MCUQ_OK;
 }
 
-/* Node n's kernel, picked by op and by the type of its first input (SOFTMAX: of its output). */
+/* Node n's kernel, picked by op and by the type of its first input (SOFTMAX: of its output;
+ * int8 convolutions and fully connected layers: of their filter too, int8 or packed int4). */
 static mcuq_status_t run_node(uint8_t *arena, const mcuq_node_t *n)
 {
     const void *p = n->params;
@@ -55,17 +56,22 @@ static mcuq_status_t run_node(uint8_t *arena, const mcuq_node_t *n)
     void *out = mcuq_tensor_data(arena, n->outputs[0]);
     uint8_t type = input_type(n, 0), out_type = mcuq_tensors[n->outputs[0]].dtype;
     int s8 = type == MCUQ_INT8, s16 = type == MCUQ_INT16;
+    int s4 = s8 && input_type(n, 1) == MCUQ_INT4;
 
     switch (n->op) {
     case MCUQ_OP_CONV_2D:
-        return s8 ? mcuq_conv2d_s8(p, in0, in1, in2, out) : s16 ? mcuq_conv2d_s16(p, in0, in1, in2, out)
-                                                              : MCUQ_ERR_UNSUPPORTED;
+        return s4    ? mcuq_conv2d_s8_s4(p, in0, in1, in2, out)
+               : s8  ? mcuq_conv2d_s8(p, in0, in1, in2, out)
+               : s16 ? mcuq_conv2d_s16(p, in0, in1, in2, out)
+                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_DEPTHWISE_CONV_2D:
-        return s8    ? mcuq_depthwise_conv2d_s8(p, in0, in1, in2, out)
+        return s4    ? mcuq_depthwise_conv2d_s8_s4(p, in0, in1, in2, out)
+               : s8  ? mcuq_depthwise_conv2d_s8(p, in0, in1, in2, out)
                : s16 ? mcuq_depthwise_conv2d_s16(p, in0, in1, in2, out)
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_FULLY_CONNECTED:
-        return s8    ? mcuq_fully_connected_s8(p, in0, in1, in2, out)
+        return s4    ? mcuq_fully_connected_s8_s4(p, in0, in1, in2, out)
+               : s8  ? mcuq_fully_connected_s8(p, in0, in1, in2, out)
                : s16 ? mcuq_fully_connected_s16(p, in0, in1, in2, out)
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_AVERAGE_POOL_2D:
