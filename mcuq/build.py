@@ -159,6 +159,7 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
 
     out = pack_dir / BUILD_SUBDIR
     tmp = Path(tempfile.mkdtemp(prefix=f".{BUILD_SUBDIR}.", dir=pack_dir))
+    old = pack_dir / f".{BUILD_SUBDIR}.old"
     try:
         elf = tmp / "firmware.elf"
         _link(gcc, b, [objects[src] for src in srcs], elf)
@@ -173,13 +174,14 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         for name in KEEP_ACROSS_BUILDS:
             if (out / name).exists():
                 shutil.copy2(out / name, tmp / name)
-        old = pack_dir / f".{BUILD_SUBDIR}.old"
         shutil.rmtree(old, ignore_errors=True)
         if out.exists():
             out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     finally:
+        if old.exists() and not out.exists():  # interrupted between the renames
+            old.rename(out)
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         progress(total, total)

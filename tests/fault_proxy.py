@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -250,6 +251,8 @@ class Emulator:
 
     def kill(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
+        while flash._alive(self.pid):
+            time.sleep(0.01)
 
 
 @contextmanager
@@ -335,6 +338,13 @@ class Outcome:
     injected: int  # faults the proxy applied
     retries: int  # link retries (recovered cases)
     lost: int  # responses lost to timeouts or corruption (recovered cases)
+
+
+def as_expected(case: Case, out: Outcome) -> bool:
+    """Recovered where the case expects recovery; else one one-line error matching its regex."""
+    if case.expect == "recovered":
+        return out.outcome == "recovered"
+    return out.outcome == "error" and "\n" not in out.message and re.search(case.expect, out.message) is not None
 
 
 def run_case(case: Case, pack: Path, other: Path) -> Outcome:
