@@ -44,8 +44,6 @@ static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
     }
 }
 
-#define SHORT_WINDOW 64 /* windows up to this many elements take 4-row blocks */
-
 /* A convolution's window geometry, once per call. */
 typedef struct {
     const int8_t *input;
@@ -104,7 +102,9 @@ static void window(const geometry_t *g, int8_t *patch, uint32_t *block, int32_t 
     }
 }
 
-/* Pairs of output pixels: their windows as a 2-row column block times every filter. */
+/* Output pixels in fours (windows up to 320 elements; one unpacked weight word serves four
+ * pixels) or pairs (up to MCUQ_DSP_MAX_DEPTH): their windows as a column block times every
+ * filter. */
 static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];
@@ -112,7 +112,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w, ow = p->output_w, oh = p->output_h;
     const int32_t x_start = -p->pad_left, y_start = -p->pad_top;
-    int32_t i, r, rows, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* the next pixel's window */
+    int32_t i, r, rows, last_rows = 0, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* next window */
     geometry_t g;
     mcuq_matmul_t q;
     g.input = input;
@@ -130,16 +130,16 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     g.k4 = (k + 3) & ~3;
     g.direct = (p->input_c & 3) == 0;
     q.channel_data = p->channel_data;
-    q.row_bias[0] = q.row_bias[1] = 0;
+    q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
     fill_bytes(patch + k, 0, g.k4 - k);
     for (i = 0; i < pixels; i += rows) {
-        /* short windows: four pixels per block (one weight row serves four); else two */
-        rows = pixels - i >= 4 && k <= SHORT_WINDOW ? 4 : pixels - i >= 2 ? 2 : 1;
-        if (i == 0 || rows != 4) {
+        rows = pixels - i >= 4 && 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS ? 4 : pixels - i >= 2 ? 2 : 1;
+        if (rows != last_rows) { /* a new layout: the lanes past k must be 0 */
             mcuq_block_clear_tail(block, rows, k);
+            last_rows = rows;
         }
         for (r = 0; r < rows; r++) {
             window(&g, patch, block, rows, r, image, y0, x0);
@@ -155,13 +155,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                 }
             }
         }
-        if (rows == 4) {
-            mcuq_matmul_s8_rows4(&q, block, k, filter, n, output, n);
-        } else if (rows == 2) {
-            mcuq_matmul_s8_rows2(&q, block, k, filter, n, output, output + n);
-        } else {
-            mcuq_matmul_s8_rows1(&q, block, k, filter, n, output);
-        }
+        mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         output += rows * n;
     }
 }

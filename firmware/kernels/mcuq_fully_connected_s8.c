@@ -44,7 +44,7 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
-    q.row_bias[1] = 0;
+    q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     for (b = 0; b < p->batches; b += rows) {
         const int8_t *x = input + b * k;
         rows = p->batches - b >= 2 && k <= MCUQ_DSP_MAX_DEPTH ? 2 : 1;
@@ -54,10 +54,8 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
         if (rows == 2) {
             mcuq_block_put(block, rows, 1, 0, x + k, k);
             q.row_bias[1] = filter_offset_term(p, x + k);
-            mcuq_matmul_s8_rows2(&q, block, k, filter, n, output, output + n);
-        } else {
-            mcuq_matmul_s8_rows1(&q, block, k, filter, n, output);
         }
+        mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         output += rows * n;
     }
 }

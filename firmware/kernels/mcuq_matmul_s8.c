@@ -1,12 +1,13 @@
 /* The int8 matrix products behind CONV_2D and FULLY_CONNECTED on the DSP path (mcuq_support.h):
  * column blocks of int16 lanes times int8 weight rows, two MACs per SMLAD, the input offset
- * already folded into the bias, then the per-channel requantization.
+ * already folded into the bias, then the per-channel requantization of each channel's outputs
+ * as soon as its sums are done.
  *
- * A weight word w gives its lanes as SXTB16(w) and w & 0xFF00FF00 (the block's lanes carry the
- * matching factors, see mcuq_support.h), so every SMLAD adds 256 times its two products. A chunk
- * of at most 511 MACs sums to less than 2^23 in magnitude (|w|, |x| <= 128): its accumulator,
- * 256 times the sum, stays inside int32 and shifts back exactly; chunks are added to the int32
- * accumulator, which wraps as TFLM's does. */
+ * The inner loops are short inline-assembly blocks on Arm (GCC 12 neither folds the rotation
+ * into SXTB16 nor loads the block with LDM), each beside its C twin, the same algorithm over
+ * the portable instruction definitions: the host tests run the twins (MCUQ_DSP_EMULATED), QEMU
+ * runs the assembly, and both are compared with the simulator. All sums wrap modulo 2^32 like
+ * TFLM's int32 accumulator (SMLAD's result does). */
 #include "mcuq_support.h"
 
 int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,
@@ -17,8 +18,6 @@ int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, in
 }
 
 #if MCUQ_DSP
-
-#define CHUNK_GROUPS 127 /* 508 MACs, and with the last group's up to 3 more at most 511 */
 
 /* Bytes 0 .. n-1 (n < 4) of a row's last, partial group, the rest 0. */
 static inline uint32_t partial_word(const int8_t *w, int32_t n)
@@ -33,260 +32,297 @@ static inline uint32_t partial_word(const int8_t *w, int32_t n)
     return v;
 }
 
-/* a + 256 * the products of one group: block words e and o of a row with weight word v. */
+/* a + the four products of one group: even and odd block words e, o with weight word v. */
 static inline int32_t mac4(uint32_t e, uint32_t o, uint32_t v, int32_t a)
 {
-    return mcuq_smlad(o, v & MCUQ_LANE_MASK, mcuq_smlad(e, mcuq_sxtb16(v), a));
+    return mcuq_smlad(o, mcuq_sxtb16_ror8(v), mcuq_smlad(e, mcuq_sxtb16(v), a));
 }
 
-/* y clamped to [lo, hi]; `full`: that is the int8 range (one SSAT). */
-static inline int32_t clamp(int32_t y, int32_t lo, int32_t hi, int32_t full)
+#if defined(__ARM_FEATURE_DSP)
+/* One group of a 4-row block times one weight row: the weight word, the rows' even words (one
+ * LDM into r8-r11), SXTB16 and four SMLADs, the odd words, SXTB16 ROR 8, four SMLADs. */
+#define GROUP_4X1                                                                                         \
+    "ldr    %[v], [%[w]], #4\n\t"                                                                         \
+    "ldm    %[x]!, {r8, r9, r10, r11}\n\t"                                                                \
+    "sxtb16 %[t], %[v]\n\t"                                                                               \
+    "smlad  %[a0], r8, %[t], %[a0]\n\t"                                                                   \
+    "smlad  %[a1], r9, %[t], %[a1]\n\t"                                                                   \
+    "smlad  %[a2], r10, %[t], %[a2]\n\t"                                                                  \
+    "smlad  %[a3], r11, %[t], %[a3]\n\t"                                                                  \
+    "ldm    %[x]!, {r8, r9, r10, r11}\n\t"                                                                \
+    "sxtb16 %[v], %[v], ror #8\n\t"                                                                       \
+    "smlad  %[a0], r8, %[v], %[a0]\n\t"                                                                   \
+    "smlad  %[a1], r9, %[v], %[a1]\n\t"                                                                   \
+    "smlad  %[a2], r10, %[v], %[a2]\n\t"                                                                  \
+    "smlad  %[a3], r11, %[v], %[a3]\n\t"
+#define OPERANDS_4X1                                                                                      \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w), [v] "=&r"(v),  \
+        [t] "=&r"(t)
+#endif
+
+/* a[r] += block row r times weight row w over `groups` whole groups, for the 4 rows. */
+static inline void dot_4x1(const uint32_t *x, const int8_t *w, int32_t groups, int32_t *a)
 {
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#if defined(__ARM_FEATURE_DSP)
+    const uint32_t *end = x + 8 * groups;
+    uint32_t v, t;
+    if (groups & 1) {
+        __asm__(GROUP_4X1 : OPERANDS_4X1 : : "r8", "r9", "r10", "r11", "memory");
+    }
+    if (x != end) { /* two groups per turn */
+        __asm__("1:\n\t" GROUP_4X1 GROUP_4X1 "cmp    %[x], %[end]\n\t"
+                "bne    1b\n\t"
+                : OPERANDS_4X1
+                : [end] "r"(end)
+                : "r8", "r9", "r10", "r11", "cc", "memory");
+    }
+#else
+    int32_t g;
+    for (g = 0; g < groups; g++, x += 8, w += 4) {
+        const uint32_t v = mcuq_read_u32(w), l = mcuq_sxtb16(v), h = mcuq_sxtb16_ror8(v);
+        a0 = mcuq_smlad(x[0], l, a0);
+        a1 = mcuq_smlad(x[1], l, a1);
+        a2 = mcuq_smlad(x[2], l, a2);
+        a3 = mcuq_smlad(x[3], l, a3);
+        a0 = mcuq_smlad(x[4], h, a0);
+        a1 = mcuq_smlad(x[5], h, a1);
+        a2 = mcuq_smlad(x[6], h, a2);
+        a3 = mcuq_smlad(x[7], h, a3);
+    }
+#endif
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+/* a[2 * j + r] += block row r (of 2) times weight row j (w and w + stride) over `groups` groups. */
+static inline void dot_2x2(const uint32_t *x, const int8_t *w, int32_t stride, int32_t groups, int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#if defined(__ARM_FEATURE_DSP)
+    const uint32_t *end = x + 4 * groups;
+    uint32_t v0, v1, t;
+    if (groups) {
+        /* per group: both weight words, the rows' even words (r8, r9), 4 SMLADs, the odd words, 4 SMLADs */
+        __asm__("1:\n\t"
+                "ldr    %[v1], [%[w], %[s]]\n\t"
+                "ldr    %[v0], [%[w]], #4\n\t"
+                "ldm    %[x]!, {r8, r9}\n\t"
+                "sxtb16 %[t], %[v0]\n\t"
+                "smlad  %[a0], r8, %[t], %[a0]\n\t"
+                "smlad  %[a1], r9, %[t], %[a1]\n\t"
+                "sxtb16 %[t], %[v1]\n\t"
+                "smlad  %[a2], r8, %[t], %[a2]\n\t"
+                "smlad  %[a3], r9, %[t], %[a3]\n\t"
+                "ldm    %[x]!, {r8, r9}\n\t"
+                "sxtb16 %[v0], %[v0], ror #8\n\t"
+                "smlad  %[a0], r8, %[v0], %[a0]\n\t"
+                "smlad  %[a1], r9, %[v0], %[a1]\n\t"
+                "sxtb16 %[v1], %[v1], ror #8\n\t"
+                "smlad  %[a2], r8, %[v1], %[a2]\n\t"
+                "smlad  %[a3], r9, %[v1], %[a3]\n\t"
+                "cmp    %[x], %[end]\n\t"
+                "bne    1b\n\t"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
+                  [v0] "=&r"(v0), [v1] "=&r"(v1), [t] "=&r"(t)
+                : [s] "r"(stride), [end] "r"(end)
+                : "r8", "r9", "cc", "memory");
+    }
+#else
+    int32_t g;
+    for (g = 0; g < groups; g++, x += 4, w += 4) {
+        const uint32_t v0 = mcuq_read_u32(w), v1 = mcuq_read_u32(w + stride);
+        a0 = mac4(x[0], x[2], v0, a0);
+        a1 = mac4(x[1], x[3], v0, a1);
+        a2 = mac4(x[0], x[2], v1, a2);
+        a3 = mac4(x[1], x[3], v1, a3);
+    }
+#endif
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+/* a[j] += the one-row block times weight row j over `groups` groups; rows j = 0, 1 at w, w +
+ * stride and j = 2, 3 at w2, w2 + stride. */
+static inline void dot_1x4(const uint32_t *x, const int8_t *w, const int8_t *w2, int32_t stride, int32_t groups,
+                           int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+#if defined(__ARM_FEATURE_DSP)
+    const uint32_t *end = x + 2 * groups;
+    uint32_t v, t;
+    if (groups) {
+        /* per group: the even and odd block words (r8, r9), then per weight row its word, SXTB16,
+         * SMLAD, SXTB16 ROR 8, SMLAD */
+        __asm__("1:\n\t"
+                "ldm    %[x]!, {r8, r9}\n\t"
+                "ldr    %[v], [%[w], %[s]]\n\t"
+                "sxtb16 %[t], %[v]\n\t"
+                "smlad  %[a1], r8, %[t], %[a1]\n\t"
+                "sxtb16 %[v], %[v], ror #8\n\t"
+                "smlad  %[a1], r9, %[v], %[a1]\n\t"
+                "ldr    %[v], [%[w]], #4\n\t"
+                "sxtb16 %[t], %[v]\n\t"
+                "smlad  %[a0], r8, %[t], %[a0]\n\t"
+                "sxtb16 %[v], %[v], ror #8\n\t"
+                "smlad  %[a0], r9, %[v], %[a0]\n\t"
+                "ldr    %[v], [%[w2], %[s]]\n\t"
+                "sxtb16 %[t], %[v]\n\t"
+                "smlad  %[a3], r8, %[t], %[a3]\n\t"
+                "sxtb16 %[v], %[v], ror #8\n\t"
+                "smlad  %[a3], r9, %[v], %[a3]\n\t"
+                "ldr    %[v], [%[w2]], #4\n\t"
+                "sxtb16 %[t], %[v]\n\t"
+                "smlad  %[a2], r8, %[t], %[a2]\n\t"
+                "sxtb16 %[v], %[v], ror #8\n\t"
+                "smlad  %[a2], r9, %[v], %[a2]\n\t"
+                "cmp    %[x], %[end]\n\t"
+                "bne    1b\n\t"
+                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
+                  [w2] "+r"(w2), [v] "=&r"(v), [t] "=&r"(t)
+                : [s] "r"(stride), [end] "r"(end)
+                : "r8", "r9", "cc", "memory");
+    }
+#else
+    int32_t g;
+    for (g = 0; g < groups; g++, x += 2, w += 4, w2 += 4) {
+        a0 = mac4(x[0], x[1], mcuq_read_u32(w), a0);
+        a1 = mac4(x[0], x[1], mcuq_read_u32(w + stride), a1);
+        a2 = mac4(x[0], x[1], mcuq_read_u32(w2), a2);
+        a3 = mac4(x[0], x[1], mcuq_read_u32(w2 + stride), a3);
+    }
+#endif
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+/* The output of one sum (bias included) of channel_data row {b, M, r, h}; `full`: the clamp is
+ * the int8 range (one SSAT). */
+static inline __attribute__((always_inline)) int8_t output(int32_t acc, int32_t m, int32_t r, int32_t h,
+                                                           const mcuq_matmul_t *q, int32_t full)
+{
+    int32_t y;
+    if (r <= 0) {
+        return (int8_t)mcuq_requantize_clamp(acc, m, h, q->output_offset, q->act_min, q->act_max);
+    }
+    y = mcuq_requantize_fast(acc, m, r, h, q->output_offset);
     if (full) {
-        return mcuq_ssat8(y);
+        return (int8_t)mcuq_ssat8(y);
     }
-    return y < lo ? lo : (y > hi ? hi : y);
+    return (int8_t)(y < q->act_min ? q->act_min : (y > q->act_max ? q->act_max : y));
 }
 
-#define SUM_CHANNELS 32 /* output channels summed before their requantization pass */
-
-/* Pass 1 of a 2-row block: sums_r[c] = row_bias[r] + the sum of block row r times weight row c
- * (modulo 2^32) for channels c < n <= SUM_CHANNELS, weight rows w, w + stride, ...; chunks of k
- * beyond 511 are added to what the previous chunks left (first: the chunk starting at k0 = 0).
- * A last odd channel is computed twice and also written to sums_r[n]. */
-static void sums_2x2(const uint32_t *block, int32_t k, int32_t k0, const int8_t *w, int32_t stride, int32_t n,
-                     const int32_t *row_bias, int32_t *sums0, int32_t *sums1)
+/* 4-row blocks: one weight row at a time serves the four rows. */
+static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
+                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
+                                                           int32_t stride, int32_t full)
 {
-    const int32_t rb0 = row_bias[0], rb1 = row_bias[1];
-    int32_t c;
-    for (c = 0; c < n; c += 2, w += 2 * stride) {
-        /* channels c and c + 1; a last odd channel is computed twice */
-        const int8_t *w0 = w, *w1 = c + 1 < n ? w + stride : w;
-        const uint32_t *x = block, *end = block + 4 * (k >> 2);
-        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-        for (; x != end; x += 4, w0 += 4, w1 += 4) {
-            const uint32_t v0 = mcuq_read_u32(w0), v1 = mcuq_read_u32(w1);
-            const uint32_t l0 = mcuq_sxtb16(v0), h0 = v0 & MCUQ_LANE_MASK;
-            const uint32_t l1 = mcuq_sxtb16(v1), h1 = v1 & MCUQ_LANE_MASK;
-            uint32_t t = x[0];
-            a00 = mcuq_smlad(t, l0, a00);
-            a10 = mcuq_smlad(t, l1, a10);
-            t = x[2];
-            a01 = mcuq_smlad(t, l0, a01);
-            a11 = mcuq_smlad(t, l1, a11);
-            t = x[1];
-            a00 = mcuq_smlad(t, h0, a00);
-            a10 = mcuq_smlad(t, h1, a10);
-            t = x[3];
-            a01 = mcuq_smlad(t, h0, a01);
-            a11 = mcuq_smlad(t, h1, a11);
-        }
+    const int32_t *cd = q->channel_data;
+    const uint32_t *tail = block + 8 * (k >> 2);
+    int32_t c, a[4];
+    for (c = 0; c < n; c++, cd += 4, w += k) {
+        const int32_t m = cd[1], r = cd[2], h = cd[3];
+        a[0] = a[1] = a[2] = a[3] = cd[0];
+        dot_4x1(block, w, k >> 2, a);
         if (k & 3) {
-            const uint32_t v0 = partial_word(w0, k & 3), v1 = partial_word(w1, k & 3);
-            a00 = mac4(x[0], x[1], v0, a00);
-            a01 = mac4(x[2], x[3], v0, a01);
-            a10 = mac4(x[0], x[1], v1, a10);
-            a11 = mac4(x[2], x[3], v1, a11);
+            const uint32_t v = partial_word(w + (k & ~3), k & 3);
+            a[0] = mac4(tail[0], tail[4], v, a[0]);
+            a[1] = mac4(tail[1], tail[5], v, a[1]);
+            a[2] = mac4(tail[2], tail[6], v, a[2]);
+            a[3] = mac4(tail[3], tail[7], v, a[3]);
         }
-        if (k0 == 0) {
-            sums0[c] = mcuq_add_wrap(rb0, a00 >> 8);
-            sums1[c] = mcuq_add_wrap(rb1, a01 >> 8);
-            sums0[c + 1] = mcuq_add_wrap(rb0, a10 >> 8);
-            sums1[c + 1] = mcuq_add_wrap(rb1, a11 >> 8);
-        } else {
-            sums0[c] = mcuq_add_wrap(sums0[c], a00 >> 8);
-            sums1[c] = mcuq_add_wrap(sums1[c], a01 >> 8);
-            sums0[c + 1] = mcuq_add_wrap(sums0[c + 1], a10 >> 8);
-            sums1[c + 1] = mcuq_add_wrap(sums1[c + 1], a11 >> 8);
-        }
+        out[c] = output(a[0], m, r, h, q, full);
+        out[stride + c] = output(a[1], m, r, h, q, full);
+        out[2 * stride + c] = output(a[2], m, r, h, q, full);
+        out[3 * stride + c] = output(a[3], m, r, h, q, full);
     }
 }
 
-/* Pass 2: the outputs of `rows` rows for channels c < n from sums_r[c] and channel_data. */
-static inline __attribute__((always_inline)) void outputs(const mcuq_matmul_t *q, const int32_t *cd, int32_t n,
-                                                          int32_t rows, const int32_t *sums0,
-                                                          const int32_t *sums1, int8_t *out0, int8_t *out1,
-                                                          int32_t full)
+/* 2-row blocks: two weight rows at a time (a last odd one computed twice). */
+static inline __attribute__((always_inline)) void product2(const mcuq_matmul_t *q, const uint32_t *block,
+                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
+                                                           int32_t stride, int32_t full)
 {
-    const int32_t zp = q->output_offset, lo = q->act_min, hi = q->act_max;
-    int32_t c;
-    for (c = 0; c < n; c++, cd += 4) {
-        const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
-        if (r > 0) {
-            out0[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums0[c]), m, r, h, zp), lo, hi, full);
-            if (rows == 2) {
-                out1[c] = (int8_t)clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums1[c]), m, r, h, zp), lo, hi, full);
-            }
-        } else {
-            out0[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums0[c]), m, h, zp, lo, hi);
-            if (rows == 2) {
-                out1[c] = (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums1[c]), m, h, zp, lo, hi);
-            }
-        }
-    }
-}
-
-void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out0, int8_t *out1)
-{
-    const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
-    const int32_t full = local.act_min == -128 && local.act_max == 127;
-    int32_t sums[2 * (SUM_CHANNELS + 1)]; /* rows 0 and 1, each with room for an odd channel's repeat */
-    int32_t c, k0;
-    for (c = 0; c < n; c += SUM_CHANNELS) {
-        const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
-        for (k0 = 0; k0 < k; k0 += 4 * CHUNK_GROUPS) {
-            const int32_t kc = k - k0 <= 4 * CHUNK_GROUPS + 3 ? k - k0 : 4 * CHUNK_GROUPS;
-            sums_2x2(block + 4 * (k0 >> 2), kc, k0, w + c * k + k0, k, m, local.row_bias, sums,
-                     sums + SUM_CHANNELS + 1);
-            if (kc != 4 * CHUNK_GROUPS) {
-                break;
-            }
-        }
-        if (full) {
-            outputs(&local, local.channel_data + 4 * c, m, 2, sums, sums + SUM_CHANNELS + 1, out0 + c, out1 + c, 1);
-        } else {
-            outputs(&local, local.channel_data + 4 * c, m, 2, sums, sums + SUM_CHANNELS + 1, out0 + c, out1 + c, 0);
-        }
-    }
-}
-
-/* Pass 1 of a 1-row block: sums[c] as sums_2x2() does for rows 0 and 1, three channels at a
- * time (a last one or two repeat the first of their three, written to sums[n] and sums[n + 1]). */
-static void sums_1x3(const uint32_t *block, int32_t k, int32_t k0, const int8_t *w, int32_t stride, int32_t n,
-                     int32_t row_bias, int32_t *sums)
-{
-    int32_t c;
-    for (c = 0; c < n; c += 3, w += 3 * stride) {
-        const int8_t *w0 = w, *w1 = c + 1 < n ? w + stride : w, *w2 = c + 2 < n ? w + 2 * stride : w;
-        const uint32_t *x = block, *end = block + 2 * (k >> 2);
-        int32_t a0 = 0, a1 = 0, a2 = 0;
-        for (; x != end; x += 2, w0 += 4, w1 += 4, w2 += 4) {
-            const uint32_t e = x[0], o = x[1];
-            a0 = mac4(e, o, mcuq_read_u32(w0), a0);
-            a1 = mac4(e, o, mcuq_read_u32(w1), a1);
-            a2 = mac4(e, o, mcuq_read_u32(w2), a2);
-        }
+    const int32_t *cd = q->channel_data;
+    const uint32_t *tail = block + 4 * (k >> 2);
+    int32_t c, a[4];
+    for (c = 0; c < n; c += 2, cd += 8, w += 2 * k) {
+        const int32_t two = c + 1 < n, next = two ? k : 0;
+        a[0] = cd[0] + q->row_bias[0];
+        a[1] = cd[0] + q->row_bias[1];
+        a[2] = cd[4 * two] + q->row_bias[0];
+        a[3] = cd[4 * two] + q->row_bias[1];
+        dot_2x2(block, w, next, k >> 2, a);
         if (k & 3) {
-            a0 = mac4(x[0], x[1], partial_word(w0, k & 3), a0);
-            a1 = mac4(x[0], x[1], partial_word(w1, k & 3), a1);
-            a2 = mac4(x[0], x[1], partial_word(w2, k & 3), a2);
+            const uint32_t v0 = partial_word(w + (k & ~3), k & 3), v1 = partial_word(w + next + (k & ~3), k & 3);
+            a[0] = mac4(tail[0], tail[2], v0, a[0]);
+            a[1] = mac4(tail[1], tail[3], v0, a[1]);
+            a[2] = mac4(tail[0], tail[2], v1, a[2]);
+            a[3] = mac4(tail[1], tail[3], v1, a[3]);
         }
-        if (k0 == 0) {
-            sums[c] = mcuq_add_wrap(row_bias, a0 >> 8);
-            sums[c + 1] = mcuq_add_wrap(row_bias, a1 >> 8);
-            sums[c + 2] = mcuq_add_wrap(row_bias, a2 >> 8);
-        } else {
-            sums[c] = mcuq_add_wrap(sums[c], a0 >> 8);
-            sums[c + 1] = mcuq_add_wrap(sums[c + 1], a1 >> 8);
-            sums[c + 2] = mcuq_add_wrap(sums[c + 2], a2 >> 8);
-        }
-    }
-}
-
-void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out)
-{
-    const mcuq_matmul_t local = *q;
-    const int32_t full = local.act_min == -128 && local.act_max == 127;
-    int32_t sums[SUM_CHANNELS + 2]; /* room for sums_1x3()'s repeats past n */
-    int32_t c, k0;
-    for (c = 0; c < n; c += SUM_CHANNELS) {
-        const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
-        for (k0 = 0; k0 < k; k0 += 4 * CHUNK_GROUPS) {
-            const int32_t kc = k - k0 <= 4 * CHUNK_GROUPS + 3 ? k - k0 : 4 * CHUNK_GROUPS;
-            sums_1x3(block + 2 * (k0 >> 2), kc, k0, w + c * k + k0, k, m, local.row_bias[0], sums);
-            if (kc != 4 * CHUNK_GROUPS) {
-                break;
-            }
-        }
-        if (full) {
-            outputs(&local, local.channel_data + 4 * c, m, 1, sums, sums, out + c, out + c, 1);
-        } else {
-            outputs(&local, local.channel_data + 4 * c, m, 1, sums, sums, out + c, out + c, 0);
+        out[c] = output(a[0], cd[1], cd[2], cd[3], q, full);
+        out[stride + c] = output(a[1], cd[1], cd[2], cd[3], q, full);
+        if (two) {
+            out[c + 1] = output(a[2], cd[5], cd[6], cd[7], q, full);
+            out[stride + c + 1] = output(a[3], cd[5], cd[6], cd[7], q, full);
         }
     }
 }
 
-/* Pass 1 of a 4-row block with k <= 511: sums[r * SUM_CHANNELS + c] = the sum of block row r
- * times weight row c (modulo 2^32), one weight row at a time: its unpacking serves four rows. */
-static void sums_4x1(const uint32_t *block, int32_t k, const int8_t *w, int32_t n, int32_t *sums)
-{
-    int32_t c;
-    for (c = 0; c < n; c++) {
-        const uint32_t *x = block, *end = block + 8 * (k >> 2);
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (; x != end; x += 8, w += 4) {
-            const uint32_t v = mcuq_read_u32(w), l = mcuq_sxtb16(v), h = v & MCUQ_LANE_MASK;
-            a0 = mcuq_smlad(x[0], l, a0);
-            a1 = mcuq_smlad(x[2], l, a1);
-            a2 = mcuq_smlad(x[4], l, a2);
-            a3 = mcuq_smlad(x[6], l, a3);
-            a0 = mcuq_smlad(x[1], h, a0);
-            a1 = mcuq_smlad(x[3], h, a1);
-            a2 = mcuq_smlad(x[5], h, a2);
-            a3 = mcuq_smlad(x[7], h, a3);
-        }
-        if (k & 3) {
-            const uint32_t v = partial_word(w, k & 3);
-            a0 = mac4(x[0], x[1], v, a0);
-            a1 = mac4(x[2], x[3], v, a1);
-            a2 = mac4(x[4], x[5], v, a2);
-            a3 = mac4(x[6], x[7], v, a3);
-            w += k & 3;
-        }
-        sums[c] = a0 >> 8;
-        sums[SUM_CHANNELS + c] = a1 >> 8;
-        sums[2 * SUM_CHANNELS + c] = a2 >> 8;
-        sums[3 * SUM_CHANNELS + c] = a3 >> 8;
-    }
-}
-
-/* Pass 2 for four rows: channel c's row of channel_data read once for its four outputs. */
-static inline __attribute__((always_inline)) void outputs4(const mcuq_matmul_t *q, const int32_t *cd, int32_t n,
-                                                           const int32_t *sums, int8_t *out, int32_t stride,
+/* 1-row blocks: four weight rows at a time. A last block of m < 4 rows reads rows (0, 1, 0, 1)
+ * for m = 2, (0, 1, 1, 2) for m = 3 and row 0 four times for m = 1. */
+static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *q, const uint32_t *block,
+                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
                                                            int32_t full)
 {
-    const int32_t zp = q->output_offset, lo = q->act_min, hi = q->act_max;
-    int32_t c, i;
-    for (c = 0; c < n; c++, cd += 4) {
-        const int32_t b = cd[0], m = cd[1], r = cd[2], h = cd[3];
-        if (r > 0) {
-            const int32_t y0 = clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[c]), m, r, h, zp), lo, hi, full);
-            const int32_t y1 =
-                clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[SUM_CHANNELS + c]), m, r, h, zp), lo, hi, full);
-            const int32_t y2 =
-                clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[2 * SUM_CHANNELS + c]), m, r, h, zp), lo, hi, full);
-            const int32_t y3 =
-                clamp(mcuq_requantize_fast(mcuq_add_wrap(b, sums[3 * SUM_CHANNELS + c]), m, r, h, zp), lo, hi, full);
-            out[c] = (int8_t)y0;
-            out[stride + c] = (int8_t)y1;
-            out[2 * stride + c] = (int8_t)y2;
-            out[3 * stride + c] = (int8_t)y3;
-        } else {
-            for (i = 0; i < 4; i++) {
-                out[i * stride + c] =
-                    (int8_t)mcuq_requantize_clamp(mcuq_add_wrap(b, sums[i * SUM_CHANNELS + c]), m, h, zp, lo, hi);
+    const int32_t *cd = q->channel_data;
+    const uint32_t *tail = block + 2 * (k >> 2);
+    int32_t c, j, a[4];
+    for (c = 0; c < n; c += 4, w += 4 * k) {
+        const int32_t m = n - c < 4 ? n - c : 4;
+        const int32_t stride = m > 1 ? k : 0, second = m > 2 ? m - 2 : 0; /* rows 2, 3 start at w2 */
+        const int8_t *w2 = w + second * k;
+        const int32_t row[4] = {0, m > 1, second, second + (m > 1)};
+        for (j = 0; j < 4; j++) {
+            a[j] = cd[4 * (c + row[j])] + q->row_bias[0];
+        }
+        dot_1x4(block, w, w2, stride, k >> 2, a);
+        if (k & 3) {
+            for (j = 0; j < 4; j++) {
+                a[j] = mac4(tail[0], tail[1], partial_word(w + row[j] * k + (k & ~3), k & 3), a[j]);
             }
+        }
+        for (j = 0; j < 4; j++) {
+            const int32_t *d = cd + 4 * (c + row[j]);
+            out[c + row[j]] = output(a[j], d[1], d[2], d[3], q, full);
         }
     }
 }
 
-void mcuq_matmul_s8_rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out, int32_t stride)
+void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
+                    int32_t n, int8_t *out, int32_t stride)
 {
-    const mcuq_matmul_t local = *q;
-    const int32_t full = local.act_min == -128 && local.act_max == 127;
-    int32_t sums[4 * SUM_CHANNELS];
-    int32_t c;
-    for (c = 0; c < n; c += SUM_CHANNELS) {
-        const int32_t m = n - c < SUM_CHANNELS ? n - c : SUM_CHANNELS;
-        sums_4x1(block, k, w + c * k, m, sums);
-        if (full) {
-            outputs4(&local, local.channel_data + 4 * c, m, sums, out + c, stride, 1);
+    const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
+    if (local.act_min == -128 && local.act_max == 127) {
+        if (rows == 4) {
+            product4(&local, block, k, w, n, out, stride, 1);
+        } else if (rows == 2) {
+            product2(&local, block, k, w, n, out, stride, 1);
         } else {
-            outputs4(&local, local.channel_data + 4 * c, m, sums, out + c, stride, 0);
+            product1(&local, block, k, w, n, out, 1);
         }
+    } else if (rows == 4) {
+        product4(&local, block, k, w, n, out, stride, 0);
+    } else if (rows == 2) {
+        product2(&local, block, k, w, n, out, stride, 0);
+    } else {
+        product1(&local, block, k, w, n, out, 0);
     }
 }
 

@@ -91,28 +91,37 @@ static inline int32_t mcuq_ssat8(int32_t x)
 #endif
 }
 
-/* SXTB16 of x rotated right by 8: bytes 1 and 3 (GCC 12 does not fold the rotation). */
-static inline uint32_t mcuq_sxtb16_ror8(uint32_t x) { return mcuq_sxtb16((x >> 8) | (x << 24)); }
+/* SXTB16 of x rotated right by 8: bytes 1 and 3 as two int16 lanes. GCC 12 does not fold the
+ * rotation into the instruction (a shift, an ORR and the SXTB16), so it is written out. */
+static inline uint32_t mcuq_sxtb16_ror8(uint32_t x)
+{
+#if defined(__ARM_FEATURE_DSP)
+    uint32_t y;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(y) : "r"(x));
+    return y;
+#else
+    return mcuq_sxtb16((x >> 8) | (x << 24));
+#endif
+}
 
 /* ---- column blocks and matrix products of the int8 DSP paths -------------------------------
- * A column block holds `rows` (1, 2 or 4) int8 vectors x[r][0 .. k) widened to int16 lanes that
- * pair with a weight word w = [b0 b1 b2 b3] without a rotation: for each group g of 4 elements,
- * row r owns the words block[2 * rows * g + 2 * r] = (256 x[4g], 256 x[4g+2]), for SXTB16(w) =
- * (b0, b2), and [.. + 1] = (x[4g+1], x[4g+3]), for w & 0xFF00FF00 = (256 b1, 256 b3): each
- * SMLAD adds 256 times two products (low lane first; lanes past k hold 0). GCC 12 does not fold
- * a rotation into SXTB16, so unpacking both byte pairs of w this way costs one instruction
- * less. Kernels keep blocks on the stack: at most MCUQ_DSP_MAX_DEPTH elements per row. */
+ * A column block holds `rows` (1, 2 or 4) int8 vectors x[r][0 .. k) as int16 lanes that pair
+ * with a weight word w = [b0 b1 b2 b3] unpacked as SXTB16(w) = (b0, b2) and SXTB16(w ROR 8) =
+ * (b1, b3): for each group g of 4 elements, block[2 * rows * g + r] = (x[4g], x[4g+2]) and
+ * block[2 * rows * g + rows + r] = (x[4g+1], x[4g+3]) (lanes past k hold 0): the even words of
+ * all rows, then their odd words, so that a product loads each half with one LDM or LDRD.
+ * Kernels keep blocks on the stack: MCUQ_DSP_BLOCK_WORDS words, at most MCUQ_DSP_MAX_DEPTH
+ * elements per row of a 2-row block. */
 #define MCUQ_DSP_MAX_DEPTH 640
 #define MCUQ_DSP_BLOCK_WORDS MCUQ_DSP_MAX_DEPTH /* 2 rows x 2 words per 4 elements */
 #define MCUQ_LANE_MASK UINT32_C(0xFF00FF00)     /* the high byte of each int16 lane */
 
-/* Element k of row r: lane (k >> 1) & 1 of word (k & 1) of its group, times 256 in word 0. */
+/* Element k of row r: lane (k >> 1) & 1 of the even (k even) or odd word of its group. */
 static inline void mcuq_block_put1(uint32_t *block, int32_t rows, int32_t r, int32_t k, int32_t v)
 {
-    uint32_t *word = block + 2 * rows * (k >> 2) + 2 * r + (k & 1);
+    uint32_t *word = block + 2 * rows * (k >> 2) + (k & 1) * rows + r;
     const int32_t lane = 16 * ((k >> 1) & 1);
-    const uint32_t value = (k & 1) ? (uint32_t)v : (uint32_t)v << 8;
-    *word = (*word & ~(UINT32_C(0xFFFF) << lane)) | ((value & 0xFFFFu) << lane);
+    *word = (*word & ~(UINT32_C(0xFFFF) << lane)) | (((uint32_t)v & 0xFFFFu) << lane);
 }
 
 /* Elements k .. k + n - 1 of row r from n int8 values at src (any alignment). */
@@ -123,11 +132,11 @@ static inline void mcuq_block_put(uint32_t *block, int32_t rows, int32_t r, int3
     for (; n > 0 && (k & 3); n--) {
         mcuq_block_put1(block, rows, r, k++, *src++);
     }
-    dst = block + 2 * rows * (k >> 2) + 2 * r;
+    dst = block + 2 * rows * (k >> 2) + r;
     for (; n >= 4; n -= 4, k += 4) {
         const uint32_t v = mcuq_read_u32(src);
-        dst[0] = (v << 8) & MCUQ_LANE_MASK;
-        dst[1] = mcuq_sxtb16_ror8(v);
+        dst[0] = mcuq_sxtb16(v);
+        dst[rows] = mcuq_sxtb16_ror8(v);
         dst += 2 * rows;
         src += 4;
     }
@@ -139,16 +148,15 @@ static inline void mcuq_block_put(uint32_t *block, int32_t rows, int32_t r, int3
 /* Elements k .. k + n - 1 of row r set to v (taps outside the image). */
 static inline void mcuq_block_fill(uint32_t *block, int32_t rows, int32_t r, int32_t k, int32_t v, int32_t n)
 {
-    const uint32_t even = (((uint32_t)v << 8) & 0xFFFFu) * UINT32_C(0x10001);
-    const uint32_t odd = ((uint32_t)v & 0xFFFFu) * UINT32_C(0x10001);
+    const uint32_t both = ((uint32_t)v & 0xFFFFu) * UINT32_C(0x10001);
     uint32_t *dst;
     for (; n > 0 && (k & 3); n--) {
         mcuq_block_put1(block, rows, r, k++, v);
     }
-    dst = block + 2 * rows * (k >> 2) + 2 * r;
+    dst = block + 2 * rows * (k >> 2) + r;
     for (; n >= 4; n -= 4, k += 4) {
-        dst[0] = even;
-        dst[1] = odd;
+        dst[0] = both;
+        dst[rows] = both;
         dst += 2 * rows;
     }
     for (; n > 0; n--) {
@@ -167,30 +175,23 @@ static inline void mcuq_block_clear_tail(uint32_t *block, int32_t rows, int32_t 
     }
 }
 
-/* What the products need besides the block and the weights: output channel c of row r starts
+/* What a product needs besides the block and the weights: output channel c of row r starts
  * from channel_data[c][0] + row_bias[r] (the bias must be folded into channel_data; row_bias is
  * FULLY_CONNECTED's filter_offset * sum x), then clamp(requantize + output_offset) from
  * channel_data[c] (mcuq_requantize_channel()). */
 typedef struct {
     const int32_t *channel_data; /* [n][4] */
-    int32_t row_bias[2];
+    int32_t row_bias[4];
     int32_t output_offset;
     int32_t act_min;
     int32_t act_max;
 } mcuq_matmul_t;
 
-/* out_r[c] for c < n, r < 2: the k-element rows of `block` (2 rows) times the weight rows
- * w[c][0 .. k) (row stride k, any alignment). */
-void mcuq_matmul_s8_rows2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out0, int8_t *out1);
-
-/* The same for a one-row block. */
-void mcuq_matmul_s8_rows1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out);
-
-/* out[r * stride + c] for r < 4 from a 4-row block, k <= 511 (row_bias not applied). */
-void mcuq_matmul_s8_rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w,
-                          int32_t n, int8_t *out, int32_t stride);
+/* out[r * stride + c] for r < rows (1, 2 or 4) and c < n: the k-element rows of `block` times
+ * the weight rows w[c][0 .. k) (row stride k, any alignment), modulo 2^32 as TFLM's int32
+ * accumulator, then requantized. */
+void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
+                    int32_t n, int8_t *out, int32_t stride);
 #endif /* MCUQ_DSP */
 
 /* A walk over an MCUQ_MAX_DIMS-D index (last axis fastest) tracking two linear offsets. */
