@@ -16,8 +16,16 @@ from tflite.utils import BUILTIN_OPCODE2NAME
 from mcuq.errors import ModelError
 from mcuq.ir import ACTIVATIONS, NO_TENSOR, Graph, Node, Op, Quant, Tensor
 
-MAX_FILE_BYTES = 512 << 20  # far above any microcontroller model
-MAX_TENSOR_ELEMENTS = 1 << 28
+# What a file may ask for, checked before anything is allocated or iterated (a file past a cap is
+# refused with a ModelError naming it). The caps sit far above any model a microcontroller runs
+# (the largest board has 4 MiB of RAM; a float tensor shrinks 4x when quantized to int8) and
+# bound the host's memory and time on a hostile file.
+MAX_FILE_BYTES = 512 << 20
+MAX_TENSOR_BYTES = 16 << 20  # one tensor
+MAX_GRAPH_BYTES = 256 << 20  # all tensors together (the simulator may hold them all)
+MAX_RANK = 8  # dimensions of a tensor (TFLM handles up to 6)
+MAX_COUNT = 1 << 15  # tensors, operators, operator codes, buffers (the firmware's indices are int16)
+MAX_OPERANDS = 1024  # inputs or outputs of one operator or of the graph
 
 _DTYPES = {
     tflite.TensorType.FLOAT32: "float32",
@@ -35,6 +43,20 @@ _DTYPES = {
 }
 _TYPE_NAMES = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
 _PADDING = {tflite.Padding.SAME: "SAME", tflite.Padding.VALID: "VALID"}
+# Operands of the ops mcuq knows (TFLite's schema): (min inputs, max inputs, {operand: rank}), where
+# an operand is an input index or "out"; ranks only where attributes name axes of fixed layouts.
+_CONV_RANKS = {0: 4, 1: 4, 2: 1, "out": 4}
+_OPERANDS = {
+    Op.CONV_2D: (2, 3, _CONV_RANKS), Op.DEPTHWISE_CONV_2D: (2, 3, _CONV_RANKS),
+    Op.FULLY_CONNECTED: (2, 3, {1: 2, 2: 1}),
+    Op.AVERAGE_POOL_2D: (1, 1, {0: 4, "out": 4}), Op.MAX_POOL_2D: (1, 1, {0: 4, "out": 4}),
+    Op.ADD: (2, 2, {}), Op.MUL: (2, 2, {}), Op.RESHAPE: (1, 2, {}), Op.SOFTMAX: (1, 1, {}),
+    Op.QUANTIZE: (1, 1, {}), Op.DEQUANTIZE: (1, 1, {}), Op.PAD: (2, 2, {1: 2}), Op.MEAN: (2, 2, {1: 1}),
+    Op.CONCATENATION: (1, MAX_OPERANDS, {}), Op.LOGISTIC: (1, 1, {}), Op.TANH: (1, 1, {}),
+}
+_INTEGER = ("int8", "uint8", "int16")  # zero points must lie in these types' ranges
+# Window attributes that must be at least 1.
+_POSITIVE = ("stride_h", "stride_w", "dilation_h", "dilation_w", "filter_h", "filter_w", "depth_multiplier")
 
 
 def read_model(path: str | Path) -> Graph:
@@ -61,6 +83,14 @@ def read_model_bytes(buf: bytes, name: str = "model", origin: str = "<bytes>") -
         raise ModelError(f"{origin}: corrupt or truncated flatbuffer ({type(e).__name__}: {e})") from None
 
 
+def _text(raw: bytes | None, limit: int = 120) -> str:
+    """A name from the file, printable on one line (and in a C comment): control characters and
+    '*/' replaced, long names cut."""
+    text = "".join(c if c.isprintable() else "?" for c in (raw or b"").decode("utf-8", "replace"))
+    text = text.replace("*/", "*?")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class _Reader:
     def __init__(self, buf: bytes, name: str, origin: str):
         self.buf = buf
@@ -71,16 +101,25 @@ class _Reader:
     def fail(self, what: str) -> ModelError:
         return ModelError(f"{self.origin}: {what}")
 
+    def count(self, n: int, what: str, limit: int = MAX_COUNT) -> int:
+        if n > limit:
+            raise self.fail(f"{what}: {n:,}, limit {limit:,}")
+        return n
+
     def graph(self) -> Graph:
         m = self.model
         if m.SubgraphsLength() < 1:
             raise self.fail("model has no subgraph")
+        self.count(m.BuffersLength(), "buffers")
         sg = m.Subgraphs(0)
         opnames, versions = self.opcodes()
-        tensors = tuple(self.tensor(sg.Tensors(i), i) for i in range(sg.TensorsLength()))
-        n_t = len(tensors)
+        n_t = self.count(sg.TensorsLength(), "tensors")
+        tensors = tuple(self.tensor(sg.Tensors(i), i) for i in range(n_t))
+        total = sum(t.nbytes for t in tensors)
+        if total > MAX_GRAPH_BYTES:
+            raise self.fail(f"tensors take {total:,} bytes together, limit {MAX_GRAPH_BYTES:,}")
         nodes = []
-        for i in range(sg.OperatorsLength()):
+        for i in range(self.count(sg.OperatorsLength(), "operators")):
             op = sg.Operators(i)
             code = op.OpcodeIndex()
             if not 0 <= code < len(opnames):
@@ -90,12 +129,63 @@ class _Reader:
             name = opnames[code]
             kind = Op(name) if name in Op.__members__ else name
             attrs = self.attributes(kind, op, i)
+            for key in _POSITIVE:
+                if key in attrs and attrs[key] < 1:
+                    raise self.fail(f"operator {i} ({kind}) has {key} {attrs[key]}, needs at least 1")
             nodes.append(Node(i, kind, ins, outs, attrs, versions[code]))
         inputs = self.indices(sg.InputsAsNumpy() if sg.InputsLength() else [], n_t, "graph input")
         outputs = self.indices(sg.OutputsAsNumpy() if sg.OutputsLength() else [], n_t, "graph output")
         if NO_TENSOR in inputs or NO_TENSOR in outputs:
             raise self.fail("graph input or output index -1")
-        return Graph(tensors, tuple(nodes), inputs, outputs, self.name)
+        graph = Graph(tensors, tuple(nodes), inputs, outputs, self.name)
+        self.check_dataflow(graph)
+        return graph
+
+    def check_dataflow(self, graph: Graph) -> None:
+        """What every later stage relies on: operand counts and ranks of the ops mcuq knows, and
+        each tensor a node of mcuq's reads is a graph input, a constant or written by an earlier
+        node; no tensor is written twice, no constant or graph input is overwritten; every graph
+        output is written by a node. Nodes of other ops are only refused later, by name."""
+        written = set(graph.inputs)
+        for t in graph.inputs:
+            if graph.tensors[t].is_const:
+                raise self.fail(f"graph input '{graph.tensors[t].name}' is a constant")
+        for node in graph.nodes:
+            where = f"operator {node.index} ({node.op})"
+            if node.supported:
+                self.check_operands(node, graph.tensors, where)
+                for t in node.inputs:
+                    if t != NO_TENSOR and t not in written and not graph.tensors[t].is_const:
+                        raise self.fail(f"{where} reads tensor '{graph.tensors[t].name}' before any "
+                                        "operator writes it")
+            if not node.outputs or NO_TENSOR in node.outputs:
+                raise self.fail(f"{where} has no output tensor")
+            for t in node.outputs:
+                if t in written or graph.tensors[t].is_const:
+                    raise self.fail(f"{where} writes tensor '{graph.tensors[t].name}', which is a graph input, "
+                                    "a constant or written before")
+                written.add(t)
+        for t in graph.outputs:
+            if t not in written or t in graph.inputs:
+                raise self.fail(f"graph output '{graph.tensors[t].name}' is not written by any operator")
+
+    def check_operands(self, node: Node, tensors: tuple[Tensor, ...], where: str) -> None:
+        lo, hi, ranks = _OPERANDS[node.op]
+        if not lo <= len(node.inputs) <= hi or len(node.outputs) != 1:
+            need = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            raise self.fail(f"{where} has {len(node.inputs)} inputs and {len(node.outputs)} outputs, "
+                            f"needs {need} inputs and 1 output")
+        for k in range(min(lo, 2)):  # the data input and a required second operand are never absent
+            if node.inputs[k] == NO_TENSOR:
+                raise self.fail(f"{where} input {k} is absent")
+        for t in (*node.inputs, *node.outputs):
+            if t != NO_TENSOR and 0 in tensors[t].shape:
+                raise self.fail(f"{where} operand '{tensors[t].name}' {list(tensors[t].shape)} has no elements")
+        for k, rank in ranks.items():
+            t = node.outputs[0] if k == "out" else node.inputs[k] if k < len(node.inputs) else NO_TENSOR
+            if t != NO_TENSOR and len(tensors[t].shape) != rank:
+                raise self.fail(f"{where} {'output' if k == 'out' else f'input {k}'} '{tensors[t].name}' has "
+                                f"shape {list(tensors[t].shape)}, needs {rank} dimensions")
 
     def opcodes(self) -> tuple[list[str], list[int]]:
         names, versions = [], []
@@ -104,13 +194,14 @@ class _Reader:
             code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
             if code == tflite.BuiltinOperator.CUSTOM:
                 custom = oc.CustomCode()
-                names.append("CUSTOM:" + (custom.decode("utf-8", "replace") if custom else "?"))
+                names.append("CUSTOM:" + (_text(custom) or "?"))
             else:
                 names.append(BUILTIN_OPCODE2NAME.get(code, f"UNKNOWN_OPCODE_{code}"))
             versions.append(int(oc.Version()))
         return names, versions
 
     def indices(self, arr, n_tensors: int, what: str) -> tuple[int, ...]:
+        self.count(len(arr), f"{what}s", MAX_OPERANDS)
         out = tuple(int(x) for x in arr)
         for x in out:
             if x != NO_TENSOR and not 0 <= x < n_tensors:
@@ -118,9 +209,12 @@ class _Reader:
         return out
 
     def tensor(self, t, index: int) -> Tensor:
-        name = (t.Name() or b"").decode("utf-8", "replace") or f"tensor_{index}"
+        name = _text(t.Name()) or f"tensor_{index}"
         code = t.Type()
         dtype = _DTYPES.get(code, _TYPE_NAMES.get(code, f"type{code}").lower())
+        if dtype != "int4" and code not in _DTYPES:
+            raise self.fail(f"tensor '{name}' has type {_TYPE_NAMES.get(code, code)}, which mcuq does not handle")
+        self.count(t.ShapeLength(), f"tensor '{name}' dimensions", MAX_RANK)
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
         if t.ShapeSignatureLength():
             sig = [int(d) for d in t.ShapeSignatureAsNumpy()]
@@ -131,13 +225,15 @@ class _Reader:
         count = 1
         for d in shape:
             count *= d
-        if count > MAX_TENSOR_ELEMENTS:
-            raise self.fail(f"tensor '{name}' asks for {count} elements, limit {MAX_TENSOR_ELEMENTS}")
-        quant = self.quantization(t.Quantization(), name, shape)
+        nbytes = (count + 1) // 2 if dtype == "int4" else count * np.dtype(dtype).itemsize
+        if nbytes > MAX_TENSOR_BYTES:
+            raise self.fail(f"tensor '{name}' {list(shape)} {dtype} takes {nbytes:,} bytes, "
+                            f"limit {MAX_TENSOR_BYTES:,}")
+        quant = self.quantization(t.Quantization(), name, shape, dtype)
         data = self.constant(t.Buffer(), name, dtype, shape, count)
         return Tensor(index, name, shape, dtype, quant, data)
 
-    def quantization(self, q, name: str, shape: tuple[int, ...]) -> Quant | None:
+    def quantization(self, q, name: str, shape: tuple[int, ...], dtype: str) -> Quant | None:
         if q is None or q.ScaleLength() == 0:
             return None
         scale = tuple(float(s) for s in q.ScaleAsNumpy())
@@ -149,6 +245,9 @@ class _Reader:
             raise self.fail(f"tensor '{name}' has {len(scale)} scales but dimension {axis} of {list(shape)}")
         if not all(np.isfinite(s) and s > 0 for s in scale):
             raise self.fail(f"tensor '{name}' has a non-positive or non-finite scale")
+        info = np.iinfo(dtype if dtype in _INTEGER else "int32")
+        if not all(info.min <= z <= info.max for z in zps):
+            raise self.fail(f"tensor '{name}' has a zero point outside [{info.min}, {info.max}]")
         return Quant(scale, zps[: len(scale)], axis)
 
     def constant(self, index: int, name: str, dtype: str, shape, count: int) -> np.ndarray | None:
@@ -187,6 +286,8 @@ class _Reader:
                     f"of {dtype} needs {count * dt.itemsize}"
                 )
             arr = np.frombuffer(raw, dt.newbyteorder("<")).astype(dt).reshape(shape)
+            if dt.kind == "f" and not np.isfinite(arr).all():
+                raise self.fail(f"tensor '{name}' holds NaN or infinite values")
         arr.setflags(write=False)
         return arr
 

@@ -197,6 +197,9 @@ def observe(graph: Graph, samples: list[np.ndarray], progress: Progress | None
     for s in range(n):
         values = run_float(graph, [a[s] for a in samples], all_tensors=True)
         for i, v in values.items():
+            if v.dtype.kind == "f" and not np.isfinite(v).all():
+                raise ModelError(f"{graph.name}: tensor '{graph.tensor(i).name}' takes NaN or infinite values "
+                                 f"on calibration sample {s} (weights too large?)")
             stats.setdefault(i, TensorStats()).add(v, rng)
         outs.append([values[i] for i in graph.outputs])
         if progress:

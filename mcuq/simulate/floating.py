@@ -51,7 +51,13 @@ def run_float(
             raise UnsupportedOpError(f"{graph.name}: node {node.index} is {node.op}, "
                                      "which the float executor does not run")
         out = graph.tensor(node.outputs[0])
-        y = kernel(node, [value(i) for i in node.inputs])
+        operands = [value(i) for i in node.inputs]
+        try:
+            y = kernel(node, operands)
+        except (ValueError, IndexError) as e:  # operands whose shapes do not fit the op (a corrupt model)
+            shapes = ", ".join("absent" if a is None else str(list(a.shape)) for a in operands)
+            raise ModelError(f"{graph.name}: node {node.index} ({node.op}) cannot run on operands of shapes "
+                             f"{shapes} ({e})") from None
         if node.op in _DECLARED_SHAPE and y.size == out.size:
             y = y.reshape(out.shape)
         if y.shape != out.shape:

@@ -1,0 +1,70 @@
+"""Fuzz `mcuq inspect`, `sim` and `pack` with 10,000 structure-aware mutants of the shared models
+(tests/model_mutator.py): counts by outcome (ok / clear error by class / failure) per command,
+the slowest case and the largest peak memory; writes bench/results/fuzz_models.json.
+
+    python bench/fuzz_models.py [--count N] [--seed S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from _common import MODELS, print_table, write_results
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from model_mutator import COMMANDS, Sandbox, cases  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    models = sorted(MODELS.glob("*/*.tflite"))
+    if not models:
+        sys.exit(f"no models under {MODELS}")
+    counts = {c: Counter() for c in COMMANDS}
+    mutations, failures = Counter(), []
+    slowest, peak = (0.0, ""), (0, "")
+    sandbox = Sandbox()
+    t0 = time.perf_counter()
+    try:
+        for k, case in enumerate(cases(models, args.count, args.seed)):
+            out = sandbox.run(case, k)
+            mutations[case.mutation.split(":")[0]] += 1
+            label = f"{case.model} seed {case.seed} ({case.mutation})"
+            for command in COMMANDS:
+                counts[command][out.results.get(command, out.results.get("case", "FAIL:harness"))] += 1
+            if out.failed:
+                failures.append({"model": case.model, "seed": case.seed, "mutation": case.mutation,
+                                 "results": out.results})
+                print(f"FAIL {label}: {out.results}", flush=True)
+            slowest = max(slowest, (out.seconds, label))
+            peak = max(peak, (out.peak_bytes, label))
+            if (k + 1) % 500 == 0:
+                print(f"{k + 1} cases, {time.perf_counter() - t0:.0f} s, {len(failures)} failures", flush=True)
+    finally:
+        sandbox.close()
+    seconds = time.perf_counter() - t0
+    outcomes = sorted({o for c in counts.values() for o in c}, key=lambda o: (o != "ok", o.startswith("FAIL"), o))
+    print(f"\n{args.count} cases over {len(models)} models in {seconds:.0f} s "
+          f"(seed {args.seed}; mutations {dict(mutations)})\n")
+    print_table(["outcome", *COMMANDS], [[o, *(counts[c][o] for c in COMMANDS)] for o in outcomes])
+    print(f"\nfailures {len(failures)}; slowest case {slowest[0]:.2f} s ({slowest[1]}); "
+          f"largest peak memory {peak[0] / 2**20:.0f} MiB ({peak[1]})")
+    path = write_results("fuzz_models", {
+        "cases": args.count, "seed": args.seed, "models": [m.name for m in models], "seconds": round(seconds, 1),
+        "mutations": dict(mutations), "outcomes": {c: dict(counts[c]) for c in COMMANDS},
+        "failures": failures, "slowest_case": {"seconds": round(slowest[0], 2), "case": slowest[1]},
+        "peak_memory": {"bytes": peak[0], "case": peak[1]},
+    })
+    print(f"wrote {path}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
