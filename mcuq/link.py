@@ -6,7 +6,9 @@ pair; a frame with a bad CRC or length, or one that stops arriving once begun, i
 hunt goes on from the byte after its sync (so a response behind garbage that looked like a frame
 is still found); when no good frame follows at once, the request is sent again (with a new
 sequence number, so a late answer to the old one is recognised and ignored). ``Device.stats``
-counts what went wrong on the link. A HELLO in the middle of a session
+counts what went wrong on the link. Before sending a request again the host sends MAX_FRAME
+zero bytes: a corrupted length may have left the board waiting for a frame that never ends, and
+the zeros end it (the board drops it and hunts on). A HELLO in the middle of a session
 means the board reset, and a closed connection means the emulator (or USB link) went away:
 both end in one clear ``DeviceError``.
 """
@@ -30,6 +32,7 @@ MAX_PAYLOAD = 1024
 PROTOCOL_VERSION = 1
 ST_LINK_VID = 0x0483
 WRITE_HEADER = 6  # slot u16, offset u32 before the data of a WRITE_TENSOR
+MAX_FRAME = 6 + MAX_PAYLOAD + 4  # sync, type, seq, length, payload, CRC
 PROFILE_CHUNK = MAX_PAYLOAD // 4
 POLL = 0.05  # seconds one port read may block; deadlines are checked between reads
 RESYNC = 0.25  # after a corrupt frame, how long a good one may take to begin before the request is resent
@@ -305,7 +308,7 @@ class Device:
         corrupt = 0
         for attempt in range(tries):
             self.stats.retries += attempt > 0
-            seq = self._send(kind, payload)
+            seq = self._send(kind, payload, flush=attempt > 0)
             deadline = time.monotonic() + limit
             while True:
                 frame = self._next_frame(deadline, what)
@@ -335,11 +338,13 @@ class Device:
         raise LinkError(f"{self.name}: no valid response to {what} after {tries} tr{'y' if tries == 1 else 'ies'} "
                         f"of {limit:.1f} s ({why}); is the board running mcuq firmware?")
 
-    def _send(self, kind: Kind, payload: bytes) -> int:
+    def _send(self, kind: Kind, payload: bytes, flush: bool = False) -> int:
+        """Send a request with the next sequence number; ``flush`` first ends any frame the board
+        may still be assembling (zeros are never a sync byte)."""
         self._seq = (self._seq + 1) & 0xFF
         self.stats.requests += 1
         try:
-            self._port.write(encode(kind, self._seq, payload))
+            self._port.write(bytes(MAX_FRAME if flush else 0) + encode(kind, self._seq, payload))
             self._port.flush()
         except serial.SerialTimeoutException:
             raise LinkError(f"{self.name}: write of {kind.name} timed out (device not reading)") from None

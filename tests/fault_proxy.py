@@ -164,14 +164,16 @@ class FaultProxy:
         """Send ``frame`` (damaged if a rule says so); False once the emulator is killed."""
         kind = frame[2] if frame[:2] == SYNC and len(frame) >= HEADER else -1
         with self._lock:
-            fault = None if direction in self._silent else self._fault_for(kind, direction)
-            if direction in self._silent or fault is Fault.SILENCE:
-                self._silent.add(direction)
+            if direction in self._silent:
                 return True
+            fault = self._fault_for(kind, direction)
             if fault is None:
                 dst.sendall(frame)
                 return True
             self.injected.append((fault, direction, kind))
+            if fault is Fault.SILENCE:
+                self._silent.add(direction)
+                return True
             if fault is Fault.KILL:
                 dst.sendall(frame[:len(frame) // 2])
                 self._kill()
