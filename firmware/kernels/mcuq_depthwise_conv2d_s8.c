@@ -9,6 +9,21 @@
 #if MCUQ_DSP
 #define MAX_TAPS 25 /* windows up to 5x5 (and 1xN, Nx1 up to 25 taps) take the DSP path */
 
+/* GCC's first scheduling pass moves the loads of a multiply-accumulate loop ahead, past the
+ * registers the loop has, and spills them (a third more instructions here). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__ARM_FEATURE_DSP)
+#define MCUQ_NO_PRESCHEDULE __attribute__((noinline, optimize("no-schedule-insns")))
+#else
+#define MCUQ_NO_PRESCHEDULE
+#endif
+/* Loads after this point are not served from registers that hold values loaded before it (so the
+ * compiler keeps no input words across the two passes of pair3x3, which would spill). */
+#if defined(__GNUC__)
+#define MCUQ_RELOAD() __asm__ volatile("" ::: "memory")
+#else
+#define MCUQ_RELOAD() ((void)0)
+#endif
+
 /* The DSP path works on channels in fours. A word of 4 input channels x = [x0 x1 x2 x3] gives
  * SXTB16(x) = (x0, x2) and x & 0xFF00FF00 = (256 x1, 256 x3); the weights, unpacked once per
  * call into (w0, w2) and (w1, w3), meet them in SMLABB / SMLATT. Channels 1 and 3 thus sum 256
@@ -32,16 +47,29 @@ static void unpack_weights(const int8_t *filter, int32_t channels, int32_t taps,
     }
 }
 
-/* One tap for 4 channels at offset c of the tap's pixel. */
-static inline void tap4(const int8_t *pixel, int32_t c, const uint32_t *w, int32_t *a)
+/* One tap for 4 channels: input word x times the tap's unpacked weights (we, wo) into a[0..3]. */
+static inline __attribute__((always_inline)) void mac4(uint32_t x, uint32_t we, uint32_t wo, int32_t *a)
 {
-    const uint32_t x = mcuq_read_u32(pixel + c);
-    const uint32_t xe = mcuq_sxtb16(x), xo = x & MCUQ_LANE_MASK, we = w[0], wo = w[1];
+    const uint32_t xe = mcuq_sxtb16(x), xo = x & MCUQ_LANE_MASK;
     a[0] = mcuq_smlabb(xe, we, a[0]);
     a[2] = mcuq_smlatt(xe, we, a[2]);
     a[1] = mcuq_smlabb(xo, wo, a[1]);
     a[3] = mcuq_smlatt(xo, wo, a[3]);
 }
+
+/* mac4 with tap k's weights w[2k], w[2k + 1] (k a constant): one LDRD, which GCC does not form
+ * once its first scheduling pass is off. */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+#define MAC4K(x, w, k, a)                                                                           \
+    do {                                                                                            \
+        uint32_t we_, wo_;                                                                          \
+        __asm__("ldrd %0, %1, [%2, %3]" : "=r"(we_), "=r"(wo_) : "r"(w), "i"(8 * (k)),             \
+                "m"(*(const uint32_t(*)[2])((w) + 2 * (k))));                                       \
+        mac4(x, we_, wo_, a);                                                                       \
+    } while (0)
+#else
+#define MAC4K(x, w, k, a) mac4(x, (w)[2 * (k)], (w)[2 * (k) + 1], a)
+#endif
 
 /* The requantized output of a channel (channel_data row cd) from its sum, without the bias. */
 static inline int8_t out1(const int32_t *cd, int32_t sum, int32_t zp, int32_t lo, int32_t hi, int32_t full)
@@ -57,46 +85,114 @@ static inline int8_t out1(const int32_t *cd, int32_t sum, int32_t zp, int32_t lo
     return (int8_t)y;
 }
 
-/* One output pixel, channel groups [g0, g0 + groups) (weights unpacked from group g0 on). Tap t
- * reads base + off[t] for a window inside the image (`interior`), else tap[t]. */
-static inline __attribute__((always_inline)) void pixel4(const mcuq_conv_params_t *p, const int8_t *base,
-                                                         const int32_t *off, const int8_t *const *tap,
-                                                         int32_t interior, int32_t taps, const uint32_t *wbuf,
-                                                         int32_t g0, int32_t groups, int8_t *out, int32_t full)
+/* One output pixel, channel groups [g0, g0 + groups) (weights unpacked from group g0 on); tap t
+ * of the window reads tap[t] (an input pixel, or pad outside the image). */
+static void pixel4(const mcuq_conv_params_t *p, const int8_t *const *tap, int32_t taps, const uint32_t *wbuf,
+                   int32_t g0, int32_t groups, int8_t *out, int32_t full)
 {
     const int32_t zp = p->output_offset, lo = p->act_min, hi = p->act_max;
     int32_t g, t;
     for (g = 0; g < groups; g++) {
         const int32_t c = 4 * (g0 + g);
         const uint32_t *w = wbuf + 2 * taps * g;
+        const int32_t *cd = p->channel_data + 4 * c;
         int32_t a[4] = {0, 0, 0, 0};
-        if (taps == 9) { /* 3x3, unrolled */
-#define TAP(t) tap4(interior ? base + off[t] : tap[t], c, w + 2 * (t), a)
-            TAP(0);
-            TAP(1);
-            TAP(2);
-            TAP(3);
-            TAP(4);
-            TAP(5);
-            TAP(6);
-            TAP(7);
-            TAP(8);
-#undef TAP
-        } else {
-            for (t = 0; t < taps; t++) {
-                tap4(interior ? base + off[t] : tap[t], c, w + 2 * t, a);
-            }
+        for (t = 0; t < taps; t++) {
+            mac4(mcuq_read_u32(tap[t] + c), w[2 * t], w[2 * t + 1], a);
         }
-        {
-            /* channels 1 and 3 summed 256 times their products */
-            const int32_t *cd = p->channel_data + 4 * c;
-            out[c] = out1(cd, a[0], zp, lo, hi, full);
-            out[c + 1] = out1(cd + 4, a[1] >> 8, zp, lo, hi, full);
-            out[c + 2] = out1(cd + 8, a[2], zp, lo, hi, full);
-            out[c + 3] = out1(cd + 12, a[3] >> 8, zp, lo, hi, full);
-        }
+        /* channels 1 and 3 summed 256 times their products */
+        out[c] = out1(cd, a[0], zp, lo, hi, full);
+        out[c + 1] = out1(cd + 4, a[1] >> 8, zp, lo, hi, full);
+        out[c + 2] = out1(cd + 8, a[2], zp, lo, hi, full);
+        out[c + 3] = out1(cd + 12, a[3] >> 8, zp, lo, hi, full);
     }
 }
+
+/* One output pixel of a 3x3 window, channel groups [g0, g0 + groups), the int8 clamp and every
+ * r > 0; tap t reads tap[t] (an input pixel, or pad outside the image). */
+static MCUQ_NO_PRESCHEDULE void pixel3x3(const mcuq_conv_params_t *p, const int8_t *const *tap,
+                                         const uint32_t *w, int32_t g0, int32_t groups, int8_t *out)
+{
+    const int32_t zp = p->output_offset, end = 4 * (g0 + groups);
+    const int32_t *cd = p->channel_data + 16 * g0;
+    int32_t c;
+    for (c = 4 * g0; c != end; c += 4, w += 18, cd += 16) {
+        int32_t a[4] = {0, 0, 0, 0};
+        MAC4K(mcuq_read_u32(tap[0] + c), w, 0, a);
+        MAC4K(mcuq_read_u32(tap[1] + c), w, 1, a);
+        MAC4K(mcuq_read_u32(tap[2] + c), w, 2, a);
+        MAC4K(mcuq_read_u32(tap[3] + c), w, 3, a);
+        MAC4K(mcuq_read_u32(tap[4] + c), w, 4, a);
+        MAC4K(mcuq_read_u32(tap[5] + c), w, 5, a);
+        MAC4K(mcuq_read_u32(tap[6] + c), w, 6, a);
+        MAC4K(mcuq_read_u32(tap[7] + c), w, 7, a);
+        MAC4K(mcuq_read_u32(tap[8] + c), w, 8, a);
+        /* channels 1 and 3 summed 256 times their products */
+        out[c] = mcuq_requantize1_s8(cd, a[0], zp);
+        out[c + 1] = mcuq_requantize1_s8(cd + 4, a[1] >> 8, zp);
+        out[c + 2] = mcuq_requantize1_s8(cd + 8, a[2], zp);
+        out[c + 3] = mcuq_requantize1_s8(cd + 12, a[3] >> 8, zp);
+    }
+}
+
+/* One row of a 3x3 window for two output pixels A and B one column apart (stride == dilation):
+ * the row's input words at r, r + d, r + 2d, r + 3d, unpacked by UNPACK (the even or the odd
+ * channels of the group), times the row's weights w[0], w[2], w[4]; A's sums go to s[0] (bottom
+ * lanes) and s[1] (top), B's to s[2] and s[3]. */
+#define PAIR_ROW(UNPACK, r, d, w, s)                                                                \
+    do {                                                                                            \
+        const uint32_t w0 = (w)[0], w1 = (w)[2], w2 = (w)[4];                                       \
+        uint32_t v = UNPACK(mcuq_read_u32(r));                                                      \
+        s[0] = mcuq_smlabb(v, w0, s[0]);                                                            \
+        s[1] = mcuq_smlatt(v, w0, s[1]);                                                            \
+        v = UNPACK(mcuq_read_u32((r) + (d)));                                                       \
+        s[0] = mcuq_smlabb(v, w1, s[0]);                                                            \
+        s[1] = mcuq_smlatt(v, w1, s[1]);                                                            \
+        s[2] = mcuq_smlabb(v, w0, s[2]);                                                            \
+        s[3] = mcuq_smlatt(v, w0, s[3]);                                                            \
+        v = UNPACK(mcuq_read_u32((r) + 2 * (d)));                                                   \
+        s[0] = mcuq_smlabb(v, w2, s[0]);                                                            \
+        s[1] = mcuq_smlatt(v, w2, s[1]);                                                            \
+        s[2] = mcuq_smlabb(v, w1, s[2]);                                                            \
+        s[3] = mcuq_smlatt(v, w1, s[3]);                                                            \
+        v = UNPACK(mcuq_read_u32((r) + 3 * (d)));                                                   \
+        s[2] = mcuq_smlabb(v, w2, s[2]);                                                            \
+        s[3] = mcuq_smlatt(v, w2, s[3]);                                                            \
+    } while (0)
+#define EVEN(v) mcuq_sxtb16(v)
+#define ODD(v) ((v) & MCUQ_LANE_MASK)
+
+/* Two output pixels one column apart (stride_w == dilation_w), both 3x3 windows inside the image,
+ * as pixel3x3. Each row's four input words serve both pixels; the even and the odd channels of a
+ * group run one after the other, four sums each, so nothing spills. */
+static MCUQ_NO_PRESCHEDULE void pair3x3(const mcuq_conv_params_t *p, const int8_t *x, int32_t row, int32_t d,
+                                        const uint32_t *w, int32_t g0, int32_t groups, int8_t *out)
+{
+    const int32_t zp = p->output_offset;
+    const int32_t *cd = p->channel_data + 16 * g0;
+    const int8_t *end = x + 4 * (g0 + groups);
+    int8_t *out_b = out + p->input_c + 4 * g0;
+    x += 4 * g0;
+    out += 4 * g0;
+    for (; x != end; x += 4, w += 18, cd += 16, out += 4, out_b += 4) {
+        int32_t e[4] = {0, 0, 0, 0}, o[4] = {0, 0, 0, 0};
+        PAIR_ROW(EVEN, x, d, w, e);
+        PAIR_ROW(EVEN, x + row, d, w + 6, e);
+        PAIR_ROW(EVEN, x + 2 * row, d, w + 12, e);
+        MCUQ_RELOAD();
+        PAIR_ROW(ODD, x, d, w + 1, o);
+        PAIR_ROW(ODD, x + row, d, w + 7, o);
+        PAIR_ROW(ODD, x + 2 * row, d, w + 13, o);
+        /* the odd channels summed 256 times their products */
+        mcuq_requantize2_s8(cd, e[0], e[2], zp, out, out_b);
+        mcuq_requantize2_s8(cd + 4, o[0] >> 8, o[2] >> 8, zp, out + 1, out_b + 1);
+        mcuq_requantize2_s8(cd + 8, e[1], e[3], zp, out + 2, out_b + 2);
+        mcuq_requantize2_s8(cd + 12, o[1] >> 8, o[3] >> 8, zp, out + 3, out_b + 3);
+    }
+}
+#undef PAIR_ROW
+#undef EVEN
+#undef ODD
 
 /* The window's taps for output pixel (b, oy, ox): input pixels, or pad outside the image. */
 static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *pad, int32_t b,
@@ -122,25 +218,25 @@ static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const 
 }
 
 /* Depth multiplier 1, at most MAX_TAPS taps and MCUQ_DSP_MAX_DEPTH channels, bias folded:
- * channel chunks whose unpacked weights fit the stack buffer, all pixels per chunk; channels
- * past the last multiple of 4 one by one. */
+ * channel chunks whose unpacked weights fit the stack buffer, all pixels per chunk. 3x3 windows
+ * with the int8 clamp and every r > 0 (the models' layers: `fast`) run pairs of neighbouring
+ * pixels inside the image through pair3x3 and every other pixel through pixel3x3; other layers
+ * through pixel4. Channels past the last multiple of 4 go one by one. */
 static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     const int32_t full = p->act_min == -128 && p->act_max == 127;
     int8_t pad[MCUQ_DSP_MAX_DEPTH];
     uint32_t wbuf[MCUQ_DSP_BLOCK_WORDS];
     const int8_t *tap[MAX_TAPS];
-    int32_t off[MAX_TAPS];
     const int32_t channels = p->input_c, taps = p->filter_h * p->filter_w;
     const int32_t all_groups = channels >> 2, chunk = MCUQ_DSP_BLOCK_WORDS / (2 * taps);
-    const int32_t span_h = (p->filter_h - 1) * p->dilation_h, span_w = (p->filter_w - 1) * p->dilation_w;
-    int32_t g0, b, oy, ox, c, t, ky, kx;
+    const int32_t fast = full && p->filter_h == 3 && p->filter_w == 3 &&
+                         mcuq_channel_shifts_positive(p->channel_data, channels);
+    const int32_t pairs = fast && p->stride_w == p->dilation_w;
+    const int32_t span_h = 2 * p->dilation_h, span_w = 2 * p->dilation_w;
+    const int32_t row = p->dilation_h * p->input_w * channels, d = p->dilation_w * channels;
+    int32_t g0, b, oy, ox, c, t;
     memset(pad, -p->input_offset, (size_t)channels);
-    for (ky = 0, t = 0; ky < p->filter_h; ky++) {
-        for (kx = 0; kx < p->filter_w; kx++, t++) {
-            off[t] = (ky * p->dilation_h * p->input_w + kx * p->dilation_w) * channels;
-        }
-    }
     for (g0 = 0; g0 < all_groups; g0 += chunk) {
         const int32_t groups = all_groups - g0 < chunk ? all_groups - g0 : chunk;
         int8_t *out = output;
@@ -148,19 +244,30 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
         for (b = 0; b < p->batches; b++) {
             for (oy = 0; oy < p->output_h; oy++) {
                 const int32_t y0 = oy * p->stride_h - p->pad_top;
-                const int32_t rows_in = y0 >= 0 && y0 + span_h < p->input_h;
+                const int32_t rows_in = fast && y0 >= 0 && y0 + span_h < p->input_h;
+                const int8_t *in_row = rows_in ? input + (b * p->input_h + y0) * p->input_w * channels : input;
                 for (ox = 0; ox < p->output_w; ox++, out += channels) {
                     const int32_t x0 = ox * p->stride_w - p->pad_left;
-                    if (rows_in && x0 >= 0 && x0 + span_w < p->input_w) {
-                        const int8_t *base = input + ((b * p->input_h + y0) * p->input_w + x0) * channels;
-                        if (taps == 9 && full) { /* the common case, specialized */
-                            pixel4(p, base, off, tap, 1, 9, wbuf, g0, groups, out, 1);
-                        } else {
-                            pixel4(p, base, off, tap, 1, taps, wbuf, g0, groups, out, full);
+                    const int32_t inside = rows_in && x0 >= 0 && x0 + span_w < p->input_w;
+                    if (pairs && inside && ox + 1 < p->output_w && x0 + p->stride_w + span_w < p->input_w) {
+                        pair3x3(p, in_row + x0 * channels, row, d, wbuf, g0, groups, out);
+                        ox++;
+                        out += channels;
+                    } else if (inside) {
+                        const int8_t *x = in_row + x0 * channels;
+                        for (t = 0; t < 9; t += 3, x += row) {
+                            tap[t] = x;
+                            tap[t + 1] = x + d;
+                            tap[t + 2] = x + 2 * d;
                         }
+                        pixel3x3(p, tap, wbuf, g0, groups, out);
                     } else {
                         window_taps(p, input, pad, b, oy, ox, tap);
-                        pixel4(p, input, off, tap, 0, taps, wbuf, g0, groups, out, full);
+                        if (fast) {
+                            pixel3x3(p, tap, wbuf, g0, groups, out);
+                        } else {
+                            pixel4(p, tap, taps, wbuf, g0, groups, out, full);
+                        }
                     }
                 }
             }

@@ -427,4 +427,37 @@ static inline int32_t mcuq_softmax_value(const mcuq_softmax_params_t *p, int32_t
                       lowest, -lowest - 1);
 }
 
+/* ---- per-output work of the int8 fast paths (depthwise, ADD, pooling) ---------------------- */
+
+/* 1 when every channel_data row of n channels has r > 0 (mcuq_requantize_fast() applies to all). */
+static inline int32_t mcuq_channel_shifts_positive(const int32_t *channel_data, int32_t n)
+{
+    int32_t c;
+    for (c = 0; c < n; c++) {
+        if (channel_data[4 * c + 2] <= 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#if MCUQ_DSP
+/* The int8 output of a channel (channel_data row cd with r > 0, clamp to the int8 range) from its
+ * sum without the bias. */
+static inline int8_t mcuq_requantize1_s8(const int32_t *cd, int32_t sum, int32_t zp)
+{
+    return (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(cd[0], sum), cd[1], cd[2], cd[3], zp));
+}
+
+/* Two int8 outputs of one channel (channel_data row cd with r > 0, clamp to the int8 range) from
+ * their sums without the bias: the row is read once for both. */
+static inline void mcuq_requantize2_s8(const int32_t *cd, int32_t s0, int32_t s1, int32_t zp, int8_t *o0,
+                                       int8_t *o1)
+{
+    const int32_t bias = cd[0], m = cd[1], r = cd[2], h = cd[3];
+    *o0 = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(bias, s0), m, r, h, zp));
+    *o1 = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(bias, s1), m, r, h, zp));
+}
+#endif
+
 #endif /* MCUQ_SUPPORT_H */
