@@ -28,7 +28,7 @@ def main() -> None:
     if not models:
         sys.exit(f"no models under {MODELS}")
     counts = {c: Counter() for c in COMMANDS}
-    mutations, failures = Counter(), []
+    mutations, failures, per_model = Counter(), [], Counter()
     slowest, peak = (0.0, ""), (0, "")
     sandbox = Sandbox()
     t0 = time.perf_counter()
@@ -36,6 +36,7 @@ def main() -> None:
         for k, case in enumerate(cases(models, args.count, args.seed)):
             out = sandbox.run(case, k)
             mutations[case.mutation.split(":")[0]] += 1
+            per_model[case.model] += out.seconds
             label = f"{case.model} seed {case.seed} ({case.mutation})"
             for command in COMMANDS:
                 counts[command][out.results.get(command, out.results.get("case", "FAIL:harness"))] += 1
@@ -58,7 +59,8 @@ def main() -> None:
           f"largest peak memory {peak[0] / 2**20:.0f} MiB ({peak[1]})")
     path = write_results("fuzz_models", {
         "cases": args.count, "seed": args.seed, "models": [m.name for m in models], "seconds": round(seconds, 1),
-        "mutations": dict(mutations), "outcomes": {c: dict(counts[c]) for c in COMMANDS},
+        "mutations": dict(mutations),
+        "seconds_per_model": {m: round(t, 1) for m, t in sorted(per_model.items())}, "outcomes": {c: dict(counts[c]) for c in COMMANDS},
         "failures": failures, "slowest_case": {"seconds": round(slowest[0], 2), "case": slowest[1]},
         "peak_memory": {"bytes": peak[0], "case": peak[1]},
     })

@@ -137,6 +137,8 @@ class _Reader:
         outputs = self.indices(sg.OutputsAsNumpy() if sg.OutputsLength() else [], n_t, "graph output")
         if NO_TENSOR in inputs or NO_TENSOR in outputs:
             raise self.fail("graph input or output index -1")
+        if not inputs or not outputs:
+            raise self.fail(f"graph has {len(inputs)} inputs and {len(outputs)} outputs, needs at least one of each")
         graph = Graph(tensors, tuple(nodes), inputs, outputs, self.name)
         self.check_dataflow(graph)
         return graph
@@ -189,7 +191,7 @@ class _Reader:
 
     def opcodes(self) -> tuple[list[str], list[int]]:
         names, versions = [], []
-        for i in range(self.model.OperatorCodesLength()):
+        for i in range(self.count(self.model.OperatorCodesLength(), "operator codes")):
             oc = self.model.OperatorCodes(i)
             code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
             if code == tflite.BuiltinOperator.CUSTOM:

@@ -295,7 +295,7 @@ def run_commands(model: Path, case_dir: Path, seed: int) -> dict[str, str]:
     for command in COMMANDS:
         before = set(os.listdir(case_dir))
         result = CliRunner().invoke(main, args[command])
-        lines = result.stderr.strip().splitlines()
+        lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("WARNING: ")]
         cause = result.exception.__context__ if isinstance(result.exception, SystemExit) else result.exception
         if "Traceback" in result.output or "Traceback" in result.stderr:
             outcomes[command] = "FAIL:traceback"

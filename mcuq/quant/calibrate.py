@@ -195,7 +195,8 @@ def observe(graph: Graph, samples: list[np.ndarray], progress: Progress | None
     rng = np.random.default_rng(DEFAULT_SEED)
     n = samples[0].shape[0]
     for s in range(n):
-        values = run_float(graph, [a[s] for a in samples], all_tensors=True)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite values are refused just below
+            values = run_float(graph, [a[s] for a in samples], all_tensors=True)
         for i, v in values.items():
             if v.dtype.kind == "f" and not np.isfinite(v).all():
                 raise ModelError(f"{graph.name}: tensor '{graph.tensor(i).name}' takes NaN or infinite values "
