@@ -22,50 +22,68 @@ static uint32_t dot_s4(const int8_t *x, const uint8_t *w, int32_t s, int32_t n, 
 #pragma GCC optimize("no-tree-loop-distribute-patterns")
 #endif
 
+static inline void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
+{
+    for (; n >= 4; n -= 4, dst += 4, src += 4) {
+        mcuq_write_u32(dst, mcuq_read_u32(src));
+    }
+    for (; n > 0; n--) {
+        *dst++ = *src++;
+    }
+}
+
 /* The window of output pixel (y0, x0) of `image` in filter order (ky, kx, channel) into patch;
- * taps outside the image hold -input_offset (their term vanishes: the offset is in the bias). */
+ * taps outside the image hold -input_offset (their term vanishes: the offset is in the bias).
+ * Window rows inside the image without dilation are one copy of filter_w * input_c bytes. */
 static void gather(const mcuq_conv_params_t *p, const int8_t *image, int32_t y0, int32_t x0, int8_t *patch)
 {
-    const int32_t ic = p->input_c;
+    const int32_t ic = p->input_c, span = p->filter_w * ic;
+    const int32_t whole = p->dilation_w == 1 && x0 >= 0 && x0 + p->filter_w <= p->input_w;
     const int8_t pad = (int8_t)-p->input_offset;
     int32_t ky, kx, i;
-    for (ky = 0; ky < p->filter_h; ky++) {
+    for (ky = 0; ky < p->filter_h; ky++, patch += span) {
         const int32_t iy = y0 + ky * p->dilation_h;
-        for (kx = 0; kx < p->filter_w; kx++, patch += ic) {
+        const int8_t *row = image + iy * p->input_w * ic;
+        if (iy >= 0 && iy < p->input_h && whole) {
+            copy_bytes(patch, row + x0 * ic, span);
+            continue;
+        }
+        for (kx = 0; kx < p->filter_w; kx++) {
             const int32_t ix = x0 + kx * p->dilation_w;
             if (iy < 0 || iy >= p->input_h || ix < 0 || ix >= p->input_w) {
                 for (i = 0; i < ic; i++) {
-                    patch[i] = pad;
+                    patch[kx * ic + i] = pad;
                 }
             } else {
-                const int8_t *src = image + (iy * p->input_w + ix) * ic;
-                for (i = 0; i < ic; i++) {
-                    patch[i] = src[i];
-                }
+                copy_bytes(patch + kx * ic, row + ix * ic, ic);
             }
         }
     }
 }
 
-/* Output pixels in pairs: their windows as a 2-row column block times every filter. */
+/* Output pixels in runs of 4, 2 or 1: their windows as a column block times every filter. */
 static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const uint8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_S4_BLOCK_WORDS];
     int8_t patch[MCUQ_S4_MAX_DEPTH];
-    const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
+    const int32_t k = p->filter_h * p->filter_w * p->input_c, k8 = (k + 7) & ~7, n = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w, image_bytes = p->input_h * p->input_w * p->input_c;
     int32_t i, r, rows, b = 0, oy = 0, ox = 0;
     mcuq_s4_matmul_t q;
     q.channel_data = p->channel_data;
-    q.row_bias[0] = q.row_bias[1] = 0;
+    q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    for (i = k; i < k8; i++) {
+        patch[i] = 0; /* the lanes past k: the patch converts in whole groups of 8 */
+    }
     for (i = 0; i < pixels; i += rows, output += rows * n) {
-        rows = pixels - i >= 2 ? 2 : 1;
+        /* one unpacked weight word serves four pixels where the block holds them, else two */
+        rows = pixels - i >= 4 && k <= MCUQ_S4_SHORT_DEPTH ? 4 : pixels - i >= 2 ? 2 : 1;
         for (r = 0; r < rows; r++) {
             gather(p, input + b * image_bytes, oy * p->stride_h - p->pad_top, ox * p->stride_w - p->pad_left, patch);
-            mcuq_s4_block_put(block, rows, r, patch, k);
+            mcuq_s4_block_put(block, rows, r, patch, k8);
             if (++ox == p->output_w) {
                 ox = 0;
                 if (++oy == p->output_h) {

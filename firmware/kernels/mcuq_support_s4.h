@@ -28,6 +28,7 @@ static inline int32_t mcuq_s4_at(const uint8_t *w, int32_t i)
  * elements sum below 2^31 and shift back exactly; longer rows add chunk by chunk. */
 #define MCUQ_S4_MAX_DEPTH 640            /* elements per block row: blocks of 2 rows take 640 words */
 #define MCUQ_S4_BLOCK_WORDS MCUQ_S4_MAX_DEPTH
+#define MCUQ_S4_SHORT_DEPTH 320          /* blocks of 4 rows: windows up to 320 elements */
 #define MCUQ_S4_CHUNK_GROUPS 63          /* 504 elements */
 #define MCUQ_S4_LANE_MASK UINT32_C(0xF000F000)
 
@@ -40,13 +41,13 @@ void mcuq_s4_block_put(uint32_t *block, int32_t rows, int32_t r, const int8_t *x
  * filter_offset * sum x), then clamp(requantize + output_offset) from channel_data[c]. */
 typedef struct {
     const int32_t *channel_data; /* [n][4] */
-    int32_t row_bias[2];
+    int32_t row_bias[4];
     int32_t output_offset;
     int32_t act_min;
     int32_t act_max;
 } mcuq_s4_matmul_t;
 
-/* out[r * stride + c] for r < rows (1 or 2), c < n: the k-element rows of `block` times the
+/* out[r * stride + c] for r < rows (1, 2 or 4), c < n: the k-element rows of `block` times the
  * packed int4 weight rows c (elements c * k .. c * k + k - 1 of w). */
 void mcuq_matmul_s8_s4(const mcuq_s4_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
                        const uint8_t *w, int32_t n, int8_t *out, int32_t stride);
