@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -40,6 +41,8 @@ INSTALL_HINT = ("install it with `sudo apt-get install --no-install-recommends g
                 "libnewlib-arm-none-eabi` (scripts/setup.sh does)")
 CFLAGS = ("-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections",
           "-fno-common")
+SMALL_DIRS = ("app", "ports", "runtime")  # compiled for size (-Os): off the inference's hot path
+NS_PER_S = 1_000_000_000
 LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 _ERROR = re.compile(r"error|undefined reference", re.IGNORECASE)
 _OVERFLOW = re.compile(r"region `(FLASH|RAM)' overflowed")
@@ -61,11 +64,13 @@ class BuildResult:
     ram_bytes: int
     compiled: int  # objects compiled in this build
     reused: int  # objects taken from the cache
+    code_used: int  # flash but the packed model (weights, per-node params, tables): the runtime code
 
     def summary(self) -> str:
         return (f"firmware for {self.board}: flash {self.flash_used:,} of {self.flash_bytes:,} bytes "
-                f"({100 * self.flash_used / self.flash_bytes:.1f}%), RAM {self.ram_used:,} of "
-                f"{self.ram_bytes:,} bytes ({100 * self.ram_used / self.ram_bytes:.1f}%)")
+                f"({100 * self.flash_used / self.flash_bytes:.1f}%; code {self.code_used:,}, the rest the "
+                f"model), RAM {self.ram_used:,} of {self.ram_bytes:,} bytes "
+                f"({100 * self.ram_used / self.ram_bytes:.1f}%)")
 
 
 def cache_dir() -> Path:
@@ -91,9 +96,12 @@ def _gcc_output(gcc: str, arg: str) -> str:
 
 
 def board_defines(board: Board) -> tuple[str, ...]:
-    """The -D flags the port reads (see firmware/ports/mcuq_port.h)."""
+    """The -D flags the port reads (see firmware/ports/mcuq_port.h); MCUQ_TICK_NS_NUM / _DEN is
+    1e9 / clock_hz in lowest terms (nanoseconds per counter tick: instructions under QEMU)."""
     tag = re.sub(r"[^A-Za-z0-9]", "_", board.name).upper()
+    g = math.gcd(NS_PER_S, board.clock_hz)
     return (f"-DMCUQ_UART_BASE=0x{board.uart.base:08X}u", f"-DMCUQ_CLOCK_HZ={board.clock_hz}u",
+            f"-DMCUQ_TICK_NS_NUM={NS_PER_S // g}u", f"-DMCUQ_TICK_NS_DEN={board.clock_hz // g}u",
             f'-DMCUQ_BOARD="{board.name}"', f"-DMCUQ_BOARD_{tag}=1",
             f"-DMCUQ_EMULATED={int(board.emulated)}", f'-DMCUQ_FIRMWARE_VERSION="{__version__}"')
 
@@ -150,7 +158,8 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
     objects: dict[Path, Path] = {}
     fresh = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        jobs = {pool.submit(_compile, gcc, flags, src): src for src in srcs}
+        jobs = {pool.submit(_compile, gcc, (*flags, "-Os") if src.parent.name in SMALL_DIRS else flags, src): src
+                for src in srcs}
         for job in as_completed(jobs):
             objects[jobs[job]], compiled = job.result()
             fresh += compiled
@@ -164,7 +173,8 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         elf = tmp / "firmware.elf"
         _link(gcc, b, [objects[src] for src in srcs], elf)
         flash_used, ram_used = _sizes(gcc, elf)
-        record = {"board": b.name, "flash_used": flash_used, "flash_bytes": b.flash_bytes,
+        code_used = flash_used - _sizes(gcc, objects[srcs[-1]])[0]  # all but the packed model's data
+        record = {"board": b.name, "flash_used": flash_used, "code_used": code_used, "flash_bytes": b.flash_bytes,
                   "ram_used": ram_used, "ram_bytes": b.ram_bytes, "mcuq_version": __version__,
                   "cflags": list(flags), "ldflags": [*b.cflags, *LDFLAGS]}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
@@ -186,7 +196,7 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
     if progress:
         progress(total, total)
     return BuildResult(b.name, out / "firmware.elf", out / "firmware.bin", out / "firmware.hex",
-                       flash_used, b.flash_bytes, ram_used, b.ram_bytes, fresh, len(srcs) - fresh)
+                       flash_used, b.flash_bytes, ram_used, b.ram_bytes, fresh, len(srcs) - fresh, code_used)
 
 
 def _tool(gcc: str, name: str) -> str:

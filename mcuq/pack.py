@@ -36,6 +36,58 @@ _C_DTYPES = {"int8": ("int8_t", 0), "int16": ("int16_t", 1), "int32": ("int32_t"
              "int4": ("uint8_t", 6)}  # int4: packed two per byte, low nibble first (as in a .tflite)
 
 
+# The runtime's kernel choice (firmware/runtime/mcuq_runtime.c run_node) as data: per op, the
+# kernel's base name and the dtypes of input 0 it takes (suffix s8, s16, s32, f32). Exceptions,
+# as in run_node: int8 convolutions / FC with an int4 filter take <base>_s8_s4, SOFTMAX is keyed
+# by its output (int8 -> softmax_s8, int16 -> softmax_s8_s16), RESHAPE has one untyped kernel.
+# pack defines MCUQ_USE_<kernel> 1 for the kernels a model's nodes take, 0 for the others, and
+# the runtime calls a kernel only under its macro, so the linker drops the rest.
+_SUFFIX = {"int8": "s8", "int16": "s16", "int32": "s32", "float32": "f32"}
+_DISPATCH: dict[Op, tuple[str, tuple[str, ...]]] = {
+    Op.CONV_2D: ("conv2d", ("int8", "int16")),
+    Op.DEPTHWISE_CONV_2D: ("depthwise_conv2d", ("int8", "int16")),
+    Op.FULLY_CONNECTED: ("fully_connected", ("int8", "int16")),
+    Op.AVERAGE_POOL_2D: ("avg_pool", ("int8", "int16")),
+    Op.MAX_POOL_2D: ("max_pool", ("int8", "int16")),
+    Op.ADD: ("add", ("int8", "int16")),
+    Op.MUL: ("mul", ("int8", "int16")),
+    Op.QUANTIZE: ("quantize", ("float32", "int8", "int16", "int32")),
+    Op.DEQUANTIZE: ("dequantize", ("int8", "int16")),
+    Op.PAD: ("pad", ("int8", "int16", "int32")),
+    Op.CONCATENATION: ("concatenation", ("int8", "int16", "int32")),
+    Op.MEAN: ("mean", ("int8", "int16")),
+    Op.LOGISTIC: ("logistic", ("int8",)),
+    Op.TANH: ("tanh", ("int8",)),
+}
+_INT4_FILTER = (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.FULLY_CONNECTED)
+KERNELS = tuple(sorted({f"mcuq_{base}_{_SUFFIX[t]}" for base, types in _DISPATCH.values() for t in types}
+                       | {f"mcuq_{_DISPATCH[op][0]}_s8_s4" for op in _INT4_FILTER}
+                       | {"mcuq_softmax_s8", "mcuq_softmax_s8_s16", "mcuq_reshape"}))
+
+
+def node_kernel(graph: Graph, node: Node) -> str | None:
+    """The kernel the runtime runs ``node`` with, or None (the runtime answers MCUQ_ERR_UNSUPPORTED)."""
+    def dtype(k: int, io: tuple[int, ...]) -> str | None:
+        return graph.tensor(io[k]).dtype if k < len(io) and io[k] != NO_TENSOR else None
+
+    x = dtype(0, node.inputs)
+    if node.op == Op.RESHAPE:
+        return "mcuq_reshape"
+    if node.op == Op.SOFTMAX:
+        out = dtype(0, node.outputs)
+        return {"int8": "mcuq_softmax_s8", "int16": "mcuq_softmax_s8_s16"}.get(out) if x == "int8" else None
+    if node.op in _INT4_FILTER and x == "int8" and dtype(1, node.inputs) == "int4":
+        return f"mcuq_{_DISPATCH[node.op][0]}_s8_s4"
+    base, types = _DISPATCH.get(node.op, ("", ()))
+    return f"mcuq_{base}_{_SUFFIX[x]}" if x in types else None
+
+
+def kernel_macros(graph: Graph) -> str:
+    """#define MCUQ_USE_<kernel> 1 or 0 for every kernel: 1 for those the graph's nodes take."""
+    used = {node_kernel(graph, n) for n in graph.nodes}
+    return "\n".join(f"#define MCUQ_USE_{k} {int(k in used)}" for k in KERNELS)
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedSources:
     """The generated C text."""
@@ -158,7 +210,7 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
         op_enum=",\n".join(f"    MCUQ_OP_{op.name} = {i}" for i, op in enumerate(Op)),
         const_data="\n\n".join(const_data), param_data="\n".join(param_data),
         tensor_table="\n".join(tensor_rows), node_io="\n".join(node_io), node_table="\n".join(node_rows),
-        inputs=io_rows(graph.inputs), outputs=io_rows(graph.outputs),
+        inputs=io_rows(graph.inputs), outputs=io_rows(graph.outputs), kernel_macros=kernel_macros(graph),
     )
     header = Template((TEMPLATES / "mcuq_model.h.in").read_text()).substitute(values)
     source = Template((TEMPLATES / "mcuq_model.c.in").read_text()).substitute(values)

@@ -19,7 +19,6 @@
 #define INFO_IO_BYTES (2u + 1u + 1u + 16u + 4u + 4u)
 #define INFO_BYTES (INFO_FIXED_BYTES + INFO_IO_BYTES * (MCUQ_NUM_INPUTS + MCUQ_NUM_OUTPUTS))
 #define MAX_PROFILE_COUNT (MCUQ_MAX_PAYLOAD / 4u)
-#define NS_PER_S 1000000000u
 
 #if INFO_BYTES > MCUQ_MAX_PAYLOAD
 #error "too many graph inputs and outputs for one INFO frame"
@@ -37,21 +36,25 @@ static void respond(const mcuq_frame_t *req, const uint8_t *head, uint32_t head_
                      body_len);
 }
 
-static void refuse(const mcuq_frame_t *req, uint8_t code, const char *reason)
+/* An ERROR frame with a string literal as the reason (its length known at compile time). */
+#define refuse(req, code, reason) refuse_n(req, code, reason, sizeof(reason) - 1u)
+
+static void refuse_n(const mcuq_frame_t *req, uint8_t code, const char *reason, uint32_t len)
 {
-    mcuq_frame_write(mcuq_port_write, MCUQ_ERROR, req->seq, &code, 1, (const uint8_t *)reason,
-                     (uint32_t)strlen(reason));
+    mcuq_frame_write(mcuq_port_write, MCUQ_ERROR, req->seq, &code, 1, (const uint8_t *)reason, len);
 }
 
 /* Counter ticks in the units INFO promises (counter_scale 1): cycles as they are; SysTick
- * ticks under QEMU -icount shift=0 become instructions (one per virtual nanosecond). */
+ * ticks under QEMU -icount shift=0 become instructions (one per virtual nanosecond): times
+ * 1e9 / MCUQ_CLOCK_HZ, in lowest terms from the build, so no 64-bit division is linked when the
+ * clock divides 1e9 up to a power of two (every QEMU board). */
 static uint64_t to_units(uint64_t ticks)
 {
-    if (mcuq_port_counter_kind() == MCUQ_COUNTER_CYCLES) {
-        return ticks;
-    }
-    uint64_t hz = mcuq_port_counter_hz();
-    return ticks / hz * NS_PER_S + ticks % hz * NS_PER_S / hz;
+#if MCUQ_EMULATED
+    return ticks * MCUQ_TICK_NS_NUM / MCUQ_TICK_NS_DEN;
+#else
+    return ticks;
+#endif
 }
 
 static uint8_t hex_digit(char c)
@@ -59,9 +62,11 @@ static uint8_t hex_digit(char c)
     return (uint8_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
 }
 
-static uint8_t *put_name(uint8_t *p, const char *name)
+/* A string literal in a NAME_BYTES field, zero padded (cut if longer). */
+#define put_name(p, name) put_name_n(p, name, sizeof(name) - 1u)
+
+static uint8_t *put_name_n(uint8_t *p, const char *name, uint32_t n)
 {
-    size_t n = strlen(name);
     memset(p, 0, NAME_BYTES);
     memcpy(p, name, n < NAME_BYTES ? n : NAME_BYTES);
     return p + NAME_BYTES;
@@ -168,11 +173,14 @@ static void on_run(const mcuq_frame_t *req)
         uint8_t out[4] = {MCUQ_ERR_KERNEL};
         mcuq_put_u16(out + 1, (uint16_t)failed);
         out[3] = (uint8_t)(int8_t)status;
-        const char *why = status == MCUQ_ERR_UNSUPPORTED ? "no kernel for this op and type"
-                          : status == MCUQ_ERR_RANGE     ? "intermediate value out of range"
-                                                         : "parameters outside the kernel's contract";
-        mcuq_frame_write(mcuq_port_write, MCUQ_ERROR, req->seq, out, sizeof out, (const uint8_t *)why,
-                         (uint32_t)strlen(why));
+        static const char unsupported[] = "no kernel for this op and type";
+        static const char range[] = "intermediate value out of range";
+        static const char params[] = "parameters outside the kernel's contract";
+        const char *why = status == MCUQ_ERR_UNSUPPORTED ? unsupported : status == MCUQ_ERR_RANGE ? range : params;
+        uint32_t len = status == MCUQ_ERR_UNSUPPORTED ? sizeof unsupported - 1u
+                       : status == MCUQ_ERR_RANGE     ? sizeof range - 1u
+                                                      : sizeof params - 1u;
+        mcuq_frame_write(mcuq_port_write, MCUQ_ERROR, req->seq, out, sizeof out, (const uint8_t *)why, len);
         return;
     }
     total = to_units(total);

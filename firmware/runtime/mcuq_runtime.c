@@ -7,6 +7,11 @@
 
 #define NO_TYPE 0xFFu
 
+/* A kernel call, compiled only when the packed model uses that kernel (MCUQ_USE_<kernel> in
+ * mcuq_model.h, from mcuq/pack.py's dispatch table): unused kernels are never referenced, so
+ * --gc-sections leaves them out; a node whose kernel is not compiled in gets UNSUPPORTED. */
+#define MCUQ_CALL(kernel, args) (MCUQ_USE_##kernel ? kernel args : MCUQ_ERR_UNSUPPORTED)
+
 void *mcuq_tensor_data(uint8_t *arena, int slot)
 {
     if (slot < 0 || slot >= MCUQ_NUM_TENSORS) {
@@ -36,9 +41,9 @@ static mcuq_status_t concatenate(uint8_t *arena, const mcuq_node_t *n, uint8_t t
 {
     for (int k = 0; k < n->num_inputs; k++) {
         const void *in = input(arena, n, k);
-        mcuq_status_t s = type == MCUQ_INT8    ? mcuq_concatenation_s8(n->params, k, in, out)
-                          : type == MCUQ_INT16 ? mcuq_concatenation_s16(n->params, k, in, out)
-                          : type == MCUQ_INT32 ? mcuq_concatenation_s32(n->params, k, in, out)
+        mcuq_status_t s = type == MCUQ_INT8    ? MCUQ_CALL(mcuq_concatenation_s8, (n->params, k, in, out))
+                          : type == MCUQ_INT16 ? MCUQ_CALL(mcuq_concatenation_s16, (n->params, k, in, out))
+                          : type == MCUQ_INT32 ? MCUQ_CALL(mcuq_concatenation_s32, (n->params, k, in, out))
                                                : MCUQ_ERR_UNSUPPORTED;
         if (s != MCUQ_OK) {
             return s;
@@ -60,58 +65,68 @@ static mcuq_status_t run_node(uint8_t *arena, const mcuq_node_t *n)
 
     switch (n->op) {
     case MCUQ_OP_CONV_2D:
-        return s4    ? mcuq_conv2d_s8_s4(p, in0, in1, in2, out)
-               : s8  ? mcuq_conv2d_s8(p, in0, in1, in2, out)
-               : s16 ? mcuq_conv2d_s16(p, in0, in1, in2, out)
+        return s4    ? MCUQ_CALL(mcuq_conv2d_s8_s4, (p, in0, in1, in2, out))
+               : s8  ? MCUQ_CALL(mcuq_conv2d_s8, (p, in0, in1, in2, out))
+               : s16 ? MCUQ_CALL(mcuq_conv2d_s16, (p, in0, in1, in2, out))
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_DEPTHWISE_CONV_2D:
-        return s4    ? mcuq_depthwise_conv2d_s8_s4(p, in0, in1, in2, out)
-               : s8  ? mcuq_depthwise_conv2d_s8(p, in0, in1, in2, out)
-               : s16 ? mcuq_depthwise_conv2d_s16(p, in0, in1, in2, out)
+        return s4    ? MCUQ_CALL(mcuq_depthwise_conv2d_s8_s4, (p, in0, in1, in2, out))
+               : s8  ? MCUQ_CALL(mcuq_depthwise_conv2d_s8, (p, in0, in1, in2, out))
+               : s16 ? MCUQ_CALL(mcuq_depthwise_conv2d_s16, (p, in0, in1, in2, out))
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_FULLY_CONNECTED:
-        return s4    ? mcuq_fully_connected_s8_s4(p, in0, in1, in2, out)
-               : s8  ? mcuq_fully_connected_s8(p, in0, in1, in2, out)
-               : s16 ? mcuq_fully_connected_s16(p, in0, in1, in2, out)
+        return s4    ? MCUQ_CALL(mcuq_fully_connected_s8_s4, (p, in0, in1, in2, out))
+               : s8  ? MCUQ_CALL(mcuq_fully_connected_s8, (p, in0, in1, in2, out))
+               : s16 ? MCUQ_CALL(mcuq_fully_connected_s16, (p, in0, in1, in2, out))
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_AVERAGE_POOL_2D:
-        return s8 ? mcuq_avg_pool_s8(p, in0, out) : s16 ? mcuq_avg_pool_s16(p, in0, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8    ? MCUQ_CALL(mcuq_avg_pool_s8, (p, in0, out))
+               : s16 ? MCUQ_CALL(mcuq_avg_pool_s16, (p, in0, out))
+                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_MAX_POOL_2D:
-        return s8 ? mcuq_max_pool_s8(p, in0, out) : s16 ? mcuq_max_pool_s16(p, in0, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8    ? MCUQ_CALL(mcuq_max_pool_s8, (p, in0, out))
+               : s16 ? MCUQ_CALL(mcuq_max_pool_s16, (p, in0, out))
+                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_ADD:
-        return s8 ? mcuq_add_s8(p, in0, in1, out) : s16 ? mcuq_add_s16(p, in0, in1, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8    ? MCUQ_CALL(mcuq_add_s8, (p, in0, in1, out))
+               : s16 ? MCUQ_CALL(mcuq_add_s16, (p, in0, in1, out))
+                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_MUL:
-        return s8 ? mcuq_mul_s8(p, in0, in1, out) : s16 ? mcuq_mul_s16(p, in0, in1, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8    ? MCUQ_CALL(mcuq_mul_s8, (p, in0, in1, out))
+               : s16 ? MCUQ_CALL(mcuq_mul_s16, (p, in0, in1, out))
+                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_QUANTIZE:
-        return type == MCUQ_FLOAT32 ? mcuq_quantize_f32(p, in0, out)
-               : s8                 ? mcuq_quantize_s8(p, in0, out)
-               : s16                ? mcuq_quantize_s16(p, in0, out)
-               : type == MCUQ_INT32 ? mcuq_quantize_s32(p, in0, out)
+        return type == MCUQ_FLOAT32 ? MCUQ_CALL(mcuq_quantize_f32, (p, in0, out))
+               : s8                 ? MCUQ_CALL(mcuq_quantize_s8, (p, in0, out))
+               : s16                ? MCUQ_CALL(mcuq_quantize_s16, (p, in0, out))
+               : type == MCUQ_INT32 ? MCUQ_CALL(mcuq_quantize_s32, (p, in0, out))
                                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_DEQUANTIZE:
-        return s8    ? mcuq_dequantize_s8(p, in0, out)
-               : s16 ? mcuq_dequantize_s16(p, in0, out)
+        return s8    ? MCUQ_CALL(mcuq_dequantize_s8, (p, in0, out))
+               : s16 ? MCUQ_CALL(mcuq_dequantize_s16, (p, in0, out))
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_RESHAPE:
-        return mcuq_reshape(p, in0, out);
+        return MCUQ_CALL(mcuq_reshape, (p, in0, out));
     case MCUQ_OP_PAD:
-        return s8                   ? mcuq_pad_s8(p, in0, out)
-               : s16                ? mcuq_pad_s16(p, in0, out)
-               : type == MCUQ_INT32 ? mcuq_pad_s32(p, in0, out)
+        return s8                   ? MCUQ_CALL(mcuq_pad_s8, (p, in0, out))
+               : s16                ? MCUQ_CALL(mcuq_pad_s16, (p, in0, out))
+               : type == MCUQ_INT32 ? MCUQ_CALL(mcuq_pad_s32, (p, in0, out))
                                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_CONCATENATION:
         return concatenate(arena, n, type, out);
     case MCUQ_OP_MEAN:
-        return s8 ? mcuq_mean_s8(p, in0, out) : s16 ? mcuq_mean_s16(p, in0, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8    ? MCUQ_CALL(mcuq_mean_s8, (p, in0, out))
+               : s16 ? MCUQ_CALL(mcuq_mean_s16, (p, in0, out))
+                     : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_SOFTMAX:
         return !s8                        ? MCUQ_ERR_UNSUPPORTED
-               : out_type == MCUQ_INT8  ? mcuq_softmax_s8(p, in0, out)
-               : out_type == MCUQ_INT16 ? mcuq_softmax_s8_s16(p, in0, out)
+               : out_type == MCUQ_INT8  ? MCUQ_CALL(mcuq_softmax_s8, (p, in0, out))
+               : out_type == MCUQ_INT16 ? MCUQ_CALL(mcuq_softmax_s8_s16, (p, in0, out))
                                         : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_LOGISTIC:
-        return s8 ? mcuq_logistic_s8(p, in0, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8 ? MCUQ_CALL(mcuq_logistic_s8, (p, in0, out)) : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_TANH:
-        return s8 ? mcuq_tanh_s8(p, in0, out) : MCUQ_ERR_UNSUPPORTED;
+        return s8 ? MCUQ_CALL(mcuq_tanh_s8, (p, in0, out)) : MCUQ_ERR_UNSUPPORTED;
     default:
         return MCUQ_ERR_UNSUPPORTED;
     }
