@@ -6,10 +6,10 @@ labelled held-out split) and the shared float models ad01_fp32, pretrainedResnet
 their figure is top-1 agreement with float, or output SQNR for the autoencoder). For each
 configuration: the figure on held-out data, weight bytes (int4 packed two per byte), arena
 bytes (mcuq.plan.plan_arena), whether tflite-micro runs the written model bit-exactly like
-the simulator, and instructions per inference on the emulated Cortex-M7 (the quantized graph
-written as .tflite, packed, built, flashed to QEMU and run by `mcuq verify`, bit-exact or the
-script stops; graphs with int4 weights are not run: the firmware has no int4 kernels yet).
-Writes bench/results/accuracy.json and docs/accuracy.md.
+the simulator, and instructions per inference and flash bytes on the emulated Cortex-M7 (the
+quantized graph written as .tflite, packed, built, flashed to QEMU and run by `mcuq verify`,
+bit-exact or the script stops; int4 weights run on the firmware's s8_s4 kernels, packed two per
+byte in flash). Writes bench/results/accuracy.json and docs/accuracy.md.
 
     python bench/accuracy.py
 """
@@ -52,7 +52,6 @@ RESULTS_PLOTS = ROOT / "bench" / "results"
 BOARD = "qemu-m7"
 TARGET_INPUTS = 1  # seeded random inputs per configuration on the target (each checked bit-exact)
 COUNTER = "instructions (SysTick under QEMU -icount shift=0; resolution 40 per layer)"
-NO_INT4 = "int4 kernels not in the firmware yet"
 NO_FLOAT = "float model: the firmware runs integer-only graphs"
 
 
@@ -114,20 +113,21 @@ def budget_for(case: Case, pow2: QuantResult) -> Budget:
     return Budget(min_sqnr_db=round(pow2.report.outputs[0].sqnr_db - SQNR_MARGIN, 1))
 
 
-def instructions_per_inference(qg: Graph, name: str) -> tuple[int | None, str | None]:
-    """Instructions per inference of ``qg`` on qemu-m7 and None, or None and why it was not run.
+def on_target(qg: Graph, name: str) -> dict:
+    """Instructions per inference of ``qg`` on qemu-m7 and the flash its firmware takes: the
+    whole image, and the packed model alone (weights, per-node params, tables).
 
     The graph is written as .tflite, packed, built, flashed and run on TARGET_INPUTS seeded
     random inputs by `mcuq verify`; anything not bit-exact stops the script (run_on_target)."""
-    if any(t.dtype == "int4" for t in qg.tensors):
-        return None, NO_INT4
     with tempfile.TemporaryDirectory(prefix="mcuq-accuracy-") as work:
         path = Path(work) / f"{name}.tflite"
         path.write_bytes(write_model(qg))
         run = run_on_target(path, BOARD, Path(work) / name, TARGET_INPUTS,
                             warn=lambda s: print(f"{name}: {s}", file=sys.stderr))
     print(f"{name}: {round(run.result.total):,} instructions per inference on {BOARD}", file=sys.stderr)
-    return round(run.result.total), None
+    b = run.built
+    return {"instructions": round(run.result.total), "flash_bytes": b.flash_used,
+            "model_flash_bytes": b.flash_used - b.code_used}
 
 
 def measure(case: Case) -> dict:
@@ -143,17 +143,15 @@ def measure(case: Case) -> dict:
     if case.labels is not None:
         float_fig = {"accuracy_pct": runs["tflite"].report.accuracy.float_pct}
     configs = [{"config": "float", **float_fig, "weight_bytes": sum(t.nbytes for t in case.graph.tensors if t.is_const),
-                "arena_bytes": plan_arena(case.graph).size, "instructions": None,
+                "arena_bytes": plan_arena(case.graph).size, "instructions": None, "flash_bytes": None,
                 "instructions_not_measured": NO_FLOAT, "tflm_bit_exact": None}]
     for name, r in runs.items():
         qg = r.graph
         if case.labels is not None:  # plots of the labelled model only: a few PNGs in the repository
             plot_sqnr(r.report, RESULTS_PLOTS / f"accuracy_{case.name}_{name.replace('+', '_')}.png")
-        instructions, why_not = instructions_per_inference(qg, f"{case.name}_{name.replace('+', '_')}")
         configs.append({
             "config": name, **figure(case, r), "weight_bytes": weight_bytes(qg),
-            "arena_bytes": plan_arena(qg).size, "instructions": instructions,
-            **({"instructions_not_measured": why_not} if why_not else {}),
+            "arena_bytes": plan_arena(qg).size, **on_target(qg, f"{case.name}_{name.replace('+', '_')}"),
             "tflm_bit_exact": tflm_check(qg, case.held[:TFLM_SAMPLES]),
             "report": r.report.to_dict(),
             "max_accumulator_bits": max((a.bits for a in r.accumulators), default=None),
@@ -199,12 +197,6 @@ def _firmware_changes() -> list[str]:
     return sorted(line[3:] for line in out.stdout.splitlines())
 
 
-def _instr(c: dict) -> str | int:
-    if c["instructions"] is not None:
-        return c["instructions"]
-    return "int4: no kernels yet" if c.get("instructions_not_measured") == NO_INT4 else "-"
-
-
 def _fig(c: dict) -> str:
     if "accuracy_pct" in c:
         return f"{c['accuracy_pct']:.2f} % acc."
@@ -228,12 +220,13 @@ def _table_rows(results: dict) -> list[list]:
                          + ("" if b["met"] else " (budget NOT met)"),
                          "-" if c.get("max_accumulator_bits") is None else c["max_accumulator_bits"],
                          "-" if exact is None else f"{exact['tensors_equal']}/{exact['tensors_compared']}",
-                         _instr(c)])
+                         "-" if c["instructions"] is None else c["instructions"],
+                         "-" if c["flash_bytes"] is None else c["flash_bytes"]])
     return rows
 
 
 HEADER = ["model", "config", "held-out", "out SQNR dB", "weight B", "arena B", "bitwidth search",
-          "max acc. bits", "TFLM = sim", "instr/inf (qemu-m7)"]
+          "max acc. bits", "TFLM = sim", "instr/inf (qemu-m7)", "flash B (qemu-m7)"]
 
 
 def verdicts(results: dict) -> list[str]:
@@ -330,9 +323,10 @@ graph written as .tflite and run by tflite-micro equals `run_integer` on every t
 for qemu-m7, built, flashed to QEMU (mps2-an500, -icount shift=0) and run by `mcuq verify` on
 {inputs}, every output bit-exact with the host simulator (else the script
 stops); counted with SysTick under -icount (instructions, not cycles; 40 per tick, per layer).
-They measure the firmware's kernels at the commit above and change with them.{firmware} Graphs
-with int4 weights are not run ("int4: no kernels yet"): the firmware has no int4 kernels yet;
-a bitwidth search that kept every layer at 8 bits gives an int8 graph, which is run.
+They measure the firmware's kernels at the commit above and change with them.{firmware} Layers
+with int4 weights run on the s8_s4 kernels (weights packed two per byte in flash, unpacked in
+the inner loop); a bitwidth search that kept every layer at 8 bits gives an int8 graph. Flash:
+the whole firmware image `mcuq build` links for qemu-m7 (code, packed model, .data), in bytes.
 
 """
 
