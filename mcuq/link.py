@@ -6,9 +6,9 @@ pair; a frame with a bad CRC or length, or one that stops arriving once begun, i
 hunt goes on from the byte after its sync (so a response behind garbage that looked like a frame
 is still found); when no good frame follows at once, the request is sent again (with a new
 sequence number, so a late answer to the old one is recognised and ignored). ``Device.stats``
-counts what went wrong on the link. Before sending a request again the host sends MAX_FRAME
-zero bytes: a corrupted length may have left the board waiting for a frame that never ends, and
-the zeros end it (the board drops it and hunts on). A HELLO in the middle of a session
+counts what went wrong on the link. Before sending again a request that got no answer at all,
+the host sends MAX_FRAME zero bytes: a corrupted length may have left the board waiting for a
+frame that never ends, and the zeros end it (the board drops it and hunts on). A HELLO in the middle of a session
 means the board reset, and a closed connection means the emulator (or USB link) went away:
 both end in one clear ``DeviceError``.
 """
@@ -306,14 +306,17 @@ class Device:
         limit = self.timeout if timeout is None else timeout
         tries = 1 + (self.retries if retries is None else retries)
         corrupt = 0
+        silent = False  # the last try heard nothing: the board may be stuck inside a frame
         for attempt in range(tries):
             self.stats.retries += attempt > 0
-            seq = self._send(kind, payload, flush=attempt > 0)
+            seq = self._send(kind, payload, flush=silent)
             deadline = time.monotonic() + limit
+            silent = True
             while True:
                 frame = self._next_frame(deadline, what)
                 if frame is None:
                     break  # timed out: send again
+                silent = False
                 if frame is _BAD:
                     corrupt += 1
                     self.stats.corrupt += 1

@@ -48,7 +48,7 @@ class Fault(Enum):
     DUP_BYTE = "duplicated byte"  # one byte sent twice
     LOSE = "lost frame"  # the frame is not passed on
     SILENCE = "silence"  # this frame and everything after it in this direction is not passed on
-    RESET = "reset"  # the frame is passed on, then QEMU's system_reset (monitor)
+    RESET = "reset"  # QEMU's system_reset (monitor), then the frame is passed on
     KILL = "kill"  # half the frame is passed on, then QEMU is killed (SIGKILL)
 
 
@@ -178,9 +178,9 @@ class FaultProxy:
                 dst.sendall(frame[:len(frame) // 2])
                 self._kill()
                 return False
-            dst.sendall(self._damage(frame, fault))
-            if fault is Fault.RESET:
+            if fault is Fault.RESET:  # before the frame: its answer can only come after the HELLO
                 self._reset()
+            dst.sendall(self._damage(frame, fault))
             return True
 
     def _fault_for(self, kind: int, direction: Direction) -> Fault | None:
@@ -204,7 +204,7 @@ class FaultProxy:
             return frame[:body + 1] + frame[body:]
         if fault is Fault.LOSE:
             return b""
-        return frame  # RESET: the frame goes through, then the machine resets
+        return frame  # RESET: the frame goes through unchanged
 
 
 def _split(buf: bytearray) -> tuple[bytes | None, bytearray]:
@@ -282,7 +282,7 @@ def emulator(pack: Path) -> Iterator[Emulator]:
 
 # -- the scripted cases ----------------------------------------------------------------------
 
-TIMEOUT = 1.0  # each request's deadline in the matrix
+TIMEOUT = 2.0  # each request's deadline in the matrix (the CLI's; loaded CI machines need it)
 RUN_TIMEOUT = 3.0  # RUN's deadline (ad01_int8 runs in milliseconds)
 COUNT = 3  # vectors per case
 # the longest any case may take: a RUN lost for good costs two RUN deadlines and four write
