@@ -60,7 +60,8 @@ def main() -> None:
     path = write_results("fuzz_models", {
         "cases": args.count, "seed": args.seed, "models": [m.name for m in models], "seconds": round(seconds, 1),
         "mutations": dict(mutations),
-        "seconds_per_model": {m: round(t, 1) for m, t in sorted(per_model.items())}, "outcomes": {c: dict(counts[c]) for c in COMMANDS},
+        "seconds_per_model": {m: round(t, 1) for m, t in sorted(per_model.items())},
+        "outcomes": {c: dict(counts[c]) for c in COMMANDS},
         "failures": failures, "slowest_case": {"seconds": round(slowest[0], 2), "case": slowest[1]},
         "peak_memory": {"bytes": peak[0], "case": peak[1]},
     })

@@ -26,6 +26,7 @@ MAX_GRAPH_BYTES = 256 << 20  # all tensors together (the simulator may hold them
 MAX_RANK = 8  # dimensions of a tensor (TFLM handles up to 6)
 MAX_COUNT = 1 << 15  # tensors, operators, operator codes, buffers (the firmware's indices are int16)
 MAX_OPERANDS = 1024  # inputs or outputs of one operator or of the graph
+MAX_OVERHANG = 64  # elements a convolution or pooling window may reach past its input (padding)
 
 _DTYPES = {
     tflite.TensorType.FLOAT32: "float32",
@@ -171,6 +172,21 @@ class _Reader:
             if t not in written or t in graph.inputs:
                 raise self.fail(f"graph output '{graph.tensors[t].name}' is not written by any operator")
 
+    def check_window(self, node: Node, tensors: tuple[Tensor, ...], where: str) -> None:
+        """A window (dilated filter or pool) reaches at most MAX_OVERHANG elements past its input,
+        so padding it stays small (a dilation of 65536 would pad a 6x6 input to 6x131078)."""
+        a, x = node.attrs, tensors[node.inputs[0]].shape
+        if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D):
+            kh, kw = tensors[node.inputs[1]].shape[1:3]
+        else:
+            kh, kw = a["filter_h"], a["filter_w"]
+        for axis, k, d, size in (("height", kh, a.get("dilation_h", 1), x[1]),
+                                 ("width", kw, a.get("dilation_w", 1), x[2])):
+            extent = (k - 1) * d + 1
+            if extent > size + MAX_OVERHANG:
+                raise self.fail(f"{where} has a window {extent} wide over an input {axis} of {size}, "
+                                f"limit {size + MAX_OVERHANG}")
+
     def check_operands(self, node: Node, tensors: tuple[Tensor, ...], where: str) -> None:
         lo, hi, ranks = _OPERANDS[node.op]
         if not lo <= len(node.inputs) <= hi or len(node.outputs) != 1:
@@ -188,6 +204,8 @@ class _Reader:
             if t != NO_TENSOR and len(tensors[t].shape) != rank:
                 raise self.fail(f"{where} {'output' if k == 'out' else f'input {k}'} '{tensors[t].name}' has "
                                 f"shape {list(tensors[t].shape)}, needs {rank} dimensions")
+        if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.AVERAGE_POOL_2D, Op.MAX_POOL_2D):
+            self.check_window(node, tensors, where)
 
     def opcodes(self) -> tuple[list[str], list[int]]:
         names, versions = [], []

@@ -9,8 +9,8 @@ choice among truncation, bit flips, byte runs and rewrites of such sites (someti
 
 Cases run in a child process (spawned, so a crash, hang or memory blow-up cannot take the
 caller down) under an address-space cap, with a time limit per case; each command ends in
-"ok" (checked: a readable result), "error:<ErrorClass>" (one "error: ..." line, exit 2, a
-McuqError) or "FAIL:<what>" (traceback, internal error, several lines, crash, hang, partial
+"ok" (checked: a readable result), "error:<ErrorClass>" (exit 2, one "error: ..." line after
+any "WARNING: " lines, a McuqError) or "FAIL:<what>" (traceback, internal error, several lines, crash, hang, partial
 output directory, memory cap hit).
 """
 
@@ -334,7 +334,6 @@ def _peak_bytes() -> int:
 
 def _worker(conn, memory_cap: int) -> None:
     """Child process: run cases sent over ``conn`` until it closes."""
-    os.environ["MCUQ_CACHE"] = tempfile.mkdtemp(prefix="mcuq-fuzz-cache-")
     resource.setrlimit(resource.RLIMIT_AS, (memory_cap, memory_cap))
     import matplotlib
 

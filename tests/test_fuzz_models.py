@@ -47,7 +47,8 @@ def test_mutants_end_cleanly(chunk):
                 failures.append(f"{case.model} seed {case.seed} ({case.mutation}): {out.results}")
     finally:
         sandbox.close()
-    assert not failures, f"{len(failures)} failing cases (rerun one with tests/model_mutator.py):\n" + "\n".join(failures[:20])
+    # a case is remade by model_mutator.mutate(original, sites_of(original), random.Random(seed))
+    assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures[:20])
     # the mutants reach every stage: some still run, and the reader is not the only one refusing
     assert "ok" in outcomes and "error:ModelError" in outcomes
 
@@ -89,7 +90,8 @@ def test_real_subprocess_runs_print_one_line(kind, value, tmp_path):
     model.write_bytes(_patched("mlperf-tiny/kws_ref_model.tflite", kind, value))
     inputs = tmp_path / "in.npz"
     np.savez(inputs, in0=np.zeros((1, 490), np.int8))
-    for args in (["inspect", str(model)], ["sim", str(model), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")],
+    for args in (["inspect", str(model)],
+                 ["sim", str(model), "--inputs", str(inputs), "--out", str(tmp_path / "o.npz")],
                  ["pack", str(model), "-o", str(tmp_path / "out")]):
         proc = subprocess.run([sys.executable, "-m", "mcuq", *args], capture_output=True, text=True, timeout=120)
         lines = proc.stderr.strip().splitlines()
