@@ -145,25 +145,6 @@ static inline void mcuq_block_put(uint32_t *block, int32_t rows, int32_t r, int3
     }
 }
 
-/* Elements k .. k + n - 1 of row r set to v (taps outside the image). */
-static inline void mcuq_block_fill(uint32_t *block, int32_t rows, int32_t r, int32_t k, int32_t v, int32_t n)
-{
-    const uint32_t both = ((uint32_t)v & 0xFFFFu) * UINT32_C(0x10001);
-    uint32_t *dst;
-    for (; n > 0 && (k & 3); n--) {
-        mcuq_block_put1(block, rows, r, k++, v);
-    }
-    dst = block + 2 * rows * (k >> 2) + r;
-    for (; n >= 4; n -= 4, k += 4) {
-        dst[0] = both;
-        dst[rows] = both;
-        dst += 2 * rows;
-    }
-    for (; n > 0; n--) {
-        mcuq_block_put1(block, rows, r, k++, v);
-    }
-}
-
 /* Zeroes the last group of a k-element block (the lanes past k stay 0 while rows are filled). */
 static inline void mcuq_block_clear_tail(uint32_t *block, int32_t rows, int32_t k)
 {
@@ -448,6 +429,17 @@ static inline int8_t mcuq_requantize1_s8(const int32_t *cd, int32_t sum, int32_t
 {
     return (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(cd[0], sum), cd[1], cd[2], cd[3], zp));
 }
+
+/* SXTAB16: acc's two int16 lanes plus bytes 0 and 2 of x, sign-extended (modulo 2^16 per lane). */
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t mcuq_sxtab16(uint32_t acc, uint32_t x) { return (uint32_t)__sxtab16((int32_t)acc, (int32_t)x); }
+#else
+static inline uint32_t mcuq_sxtab16(uint32_t acc, uint32_t x)
+{
+    const uint32_t e = mcuq_sxtb16(x);
+    return ((acc + e) & 0xFFFFu) | (((acc >> 16) + (e >> 16)) << 16);
+}
+#endif
 
 /* Two int8 outputs of one channel (channel_data row cd with r > 0, clamp to the int8 range) from
  * their sums without the bias: the row is read once for both. */
