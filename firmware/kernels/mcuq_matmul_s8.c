@@ -218,16 +218,51 @@ static inline __attribute__((always_inline)) int8_t output(int32_t acc, int32_t 
     return (int8_t)(y < q->act_min ? q->act_min : (y > q->act_max ? q->act_max : y));
 }
 
-/* 4-row blocks: one weight row at a time serves the four rows. */
+/* The four int8 outputs out[0], out[s], out[2s], out[3s] of one channel from its sums a0..a3
+ * (bias included) and its channel_data row cd with r > 0, clamped to the int8 range: per output
+ * the 64-bit multiply-add of mcuq_requantize_fast(), the shift, the offset, SSAT and the store. */
+static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const int32_t *cd, int32_t zp,
+                               int8_t *out, int32_t s)
+{
+#if defined(__ARM_FEATURE_DSP)
+#define OUTPUT_S8(a, store)                                                                               \
+    "add    %[hi], %[h], %[" a "], asr #31\n\t"                                                           \
+    "and    %[lo], %[" a "], #0x80000000\n\t"                                                             \
+    "orr    %[lo], %[lo], #0x40000000\n\t"                                                                \
+    "smlal  %[lo], %[hi], %[" a "], %[m]\n\t"                                                             \
+    "asr    %[hi], %[hi], %[r]\n\t"                                                                       \
+    "add    %[hi], %[hi], %[zp]\n\t"                                                                      \
+    "ssat   %[hi], #8, %[hi]\n\t"                                                                         \
+    "strb   %[hi], " store "\n\t"
+    int32_t m, r, h, lo, hi;
+    __asm__ volatile("ldrd   %[m], %[r], [%[cd], #4]\n\t"
+            "ldr    %[h], [%[cd], #12]\n\t"
+            OUTPUT_S8("a0", "[%[o]]") OUTPUT_S8("a1", "[%[o], %[s]]")
+            "add    %[o], %[o], %[s], lsl #1\n\t"
+            OUTPUT_S8("a2", "[%[o]]") OUTPUT_S8("a3", "[%[o], %[s]]")
+            : [m] "=&r"(m), [r] "=&r"(r), [h] "=&r"(h), [lo] "=&r"(lo), [hi] "=&r"(hi), [o] "+r"(out)
+            : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [cd] "r"(cd), [zp] "r"(zp), [s] "r"(s)
+            : "memory");
+#undef OUTPUT_S8
+#else
+    const int32_t m = cd[1], r = cd[2], h = cd[3];
+    out[0] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a0, m, r, h, zp));
+    out[s] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a1, m, r, h, zp));
+    out[2 * s] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a2, m, r, h, zp));
+    out[3 * s] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a3, m, r, h, zp));
+#endif
+}
+
+/* 4-row blocks: one weight row at a time serves the four rows. `fast`: the clamp is the int8
+ * range and every channel has r > 0 (outputs4_s8()). */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
                                                            int32_t k, const int8_t *w, int32_t n, int8_t *out,
-                                                           int32_t stride, int32_t full)
+                                                           int32_t stride, int32_t fast)
 {
-    const int32_t *cd = q->channel_data;
+    const int32_t *cd = q->channel_data, *end = cd + 4 * n;
     const uint32_t *tail = block + 8 * (k >> 2);
-    int32_t c, a[4];
-    for (c = 0; c < n; c++, cd += 4, w += k) {
-        const int32_t m = cd[1], r = cd[2], h = cd[3];
+    int32_t a[4];
+    for (; cd != end; cd += 4, w += k, out++) {
         a[0] = a[1] = a[2] = a[3] = cd[0];
         dot_4x1(block, w, k >> 2, a);
         if (k & 3) {
@@ -237,10 +272,15 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
             a[2] = mac4(tail[2], tail[6], v, a[2]);
             a[3] = mac4(tail[3], tail[7], v, a[3]);
         }
-        out[c] = output(a[0], m, r, h, q, full);
-        out[stride + c] = output(a[1], m, r, h, q, full);
-        out[2 * stride + c] = output(a[2], m, r, h, q, full);
-        out[3 * stride + c] = output(a[3], m, r, h, q, full);
+        if (fast) {
+            outputs4_s8(a[0], a[1], a[2], a[3], cd, q->output_offset, out, stride);
+        } else {
+            const int32_t m = cd[1], r = cd[2], h = cd[3];
+            out[0] = output(a[0], m, r, h, q, 0);
+            out[stride] = output(a[1], m, r, h, q, 0);
+            out[2 * stride] = output(a[2], m, r, h, q, 0);
+            out[3 * stride] = output(a[3], m, r, h, q, 0);
+        }
     }
 }
 
@@ -305,20 +345,38 @@ static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *
     }
 }
 
+/* 1 when the clamp is the int8 range and every channel_data row of n channels has r > 0. */
+static int32_t fast_outputs(const mcuq_matmul_t *q, int32_t n)
+{
+    int32_t c;
+    if (q->act_min != -128 || q->act_max != 127) {
+        return 0;
+    }
+    for (c = 0; c < n; c++) {
+        if (q->channel_data[4 * c + 2] <= 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride)
 {
     const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
-    if (local.act_min == -128 && local.act_max == 127) {
-        if (rows == 4) {
+    const int32_t full = local.act_min == -128 && local.act_max == 127;
+    if (rows == 4) {
+        if (fast_outputs(&local, n)) {
             product4(&local, block, k, w, n, out, stride, 1);
-        } else if (rows == 2) {
+        } else {
+            product4(&local, block, k, w, n, out, stride, 0);
+        }
+    } else if (full) {
+        if (rows == 2) {
             product2(&local, block, k, w, n, out, stride, 1);
         } else {
             product1(&local, block, k, w, n, out, 1);
         }
-    } else if (rows == 4) {
-        product4(&local, block, k, w, n, out, stride, 0);
     } else if (rows == 2) {
         product2(&local, block, k, w, n, out, stride, 0);
     } else {
