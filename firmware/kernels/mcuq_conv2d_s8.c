@@ -44,75 +44,85 @@ static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
     }
 }
 
-/* A convolution's window geometry, once per call. */
+/* A convolution's window geometry, once per call. A window is converted in `segments` runs of
+ * `seg` elements: one per filter row when the channels are a multiple of 4 (direct: a window
+ * inside the image is read straight from the input, filter row ky at base + ky * row_step),
+ * else the whole window of k elements gathered into a patch, padded with 0 to k4. */
 typedef struct {
     const int8_t *input;
-    int32_t ic, kh, kw, span, h, w, dh, dw, pad, row_bytes, k, k4;
-    int32_t direct; /* channels a multiple of 4: runs of input bytes convert in place */
+    int32_t ic, kh, kw, span, h, w, dh, dw, pad, row_bytes, row_step, k, k4, segments, seg;
+    int32_t direct; /* channels a multiple of 4 */
 } geometry_t;
 
-/* Row r of the column block: the window at input row y0, column x0 of the image starting at byte
- * `image`, in filter order (ky, kx, channel), taps outside the image holding -input_offset (their
- * term vanishes: the input offset is in the bias). 1x1 windows come straight from the input,
- * windows over whole groups of 4 channels from their runs of input bytes; other windows are
- * gathered into `patch` first, whose bytes past k stay 0. */
-static void window(const geometry_t *g, int8_t *patch, uint32_t *block, int32_t rows, int32_t r, int32_t image,
-                   int32_t y0, int32_t x0)
+/* The window at input row y0, column x0 of the image starting at byte `image` into patch, in
+ * filter order (ky, kx, channel), taps outside the image holding -input_offset (their term
+ * vanishes: the input offset is in the bias); bytes k .. k4 - 1 are 0. */
+static void gather(const geometry_t *g, int8_t *patch, int32_t image, int32_t y0, int32_t x0)
 {
     const int32_t ic = g->ic, kw = g->kw, span = g->span, pad = g->pad, w = g->w;
     const int32_t whole = g->dw == 1 && x0 >= 0 && x0 + kw <= w;
     int8_t *dst = patch;
-    int32_t ky, kx, k = 0, iy = y0, row = image + y0 * g->row_bytes;
-    if (g->kh == 1 && kw == 1) { /* inside the image: 1x1 windows have no padding */
-        mcuq_block_put(block, rows, r, 0, g->input + row + x0 * ic, ic);
-        return;
-    }
-    for (ky = 0; ky < g->kh; ky++, dst += span, k += span, iy += g->dh, row += g->dh * g->row_bytes) {
+    int32_t ky, kx, iy = y0;
+    const int8_t *row = g->input + image + y0 * g->row_bytes;
+    for (ky = 0; ky < g->kh; ky++, dst += span, iy += g->dh, row += g->row_step) {
         if (iy < 0 || iy >= g->h) {
-            if (g->direct) {
-                mcuq_block_fill(block, rows, r, k, pad, span);
-            } else {
-                fill_bytes(dst, pad, span);
-            }
+            fill_bytes(dst, pad, span);
         } else if (whole) {
-            if (g->direct) {
-                mcuq_block_put(block, rows, r, k, g->input + row + x0 * ic, span);
-            } else {
-                copy_bytes(dst, g->input + row + x0 * ic, span);
-            }
+            copy_bytes(dst, row + x0 * ic, span);
         } else {
             for (kx = 0; kx < kw; kx++) {
                 const int32_t ix = x0 + kx * g->dw;
                 if (ix < 0 || ix >= w) {
-                    if (g->direct) {
-                        mcuq_block_fill(block, rows, r, k + kx * ic, pad, ic);
-                    } else {
-                        fill_bytes(dst + kx * ic, pad, ic);
-                    }
-                } else if (g->direct) {
-                    mcuq_block_put(block, rows, r, k + kx * ic, g->input + row + ix * ic, ic);
+                    fill_bytes(dst + kx * ic, pad, ic);
                 } else {
-                    copy_bytes(dst + kx * ic, g->input + row + ix * ic, ic);
+                    copy_bytes(dst + kx * ic, row + ix * ic, ic);
                 }
             }
         }
     }
-    if (!g->direct) {
-        mcuq_block_put(block, rows, r, 0, patch, g->k4);
+    fill_bytes(dst, 0, g->k4 - g->k);
+}
+
+/* `groups` groups of block rows 0 .. rows - 1 (block at the first group) from src[r]. */
+static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int32_t groups)
+{
+    int32_t g, r;
+    if (rows == 4) {
+        const int8_t *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
+        for (g = 0; g < groups; g++, block += 8, s0 += 4, s1 += 4, s2 += 4, s3 += 4) {
+            const uint32_t v0 = mcuq_read_u32(s0), v1 = mcuq_read_u32(s1);
+            const uint32_t v2 = mcuq_read_u32(s2), v3 = mcuq_read_u32(s3);
+            block[0] = mcuq_sxtb16(v0);
+            block[1] = mcuq_sxtb16(v1);
+            block[2] = mcuq_sxtb16(v2);
+            block[3] = mcuq_sxtb16(v3);
+            block[4] = mcuq_sxtb16_ror8(v0);
+            block[5] = mcuq_sxtb16_ror8(v1);
+            block[6] = mcuq_sxtb16_ror8(v2);
+            block[7] = mcuq_sxtb16_ror8(v3);
+        }
+        return;
+    }
+    for (r = 0; r < rows; r++) {
+        mcuq_block_put(block, rows, r, 0, src[r], 4 * groups);
     }
 }
 
 /* Output pixels in fours (windows up to 320 elements; one unpacked weight word serves four
  * pixels) or pairs (up to MCUQ_DSP_MAX_DEPTH): their windows as a column block times every
- * filter. */
+ * filter. Windows inside the image over channels in multiples of 4 (every 1x1 window) convert
+ * straight from the input; the others are gathered into the patch first. */
 static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];
-    int8_t patch[MCUQ_DSP_MAX_DEPTH];
+    int8_t patch[2 * MCUQ_DSP_MAX_DEPTH]; /* 4 windows of up to 320 elements, 2 of 640 */
     const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w, ow = p->output_w, oh = p->output_h;
     const int32_t x_start = -p->pad_left, y_start = -p->pad_top;
-    int32_t i, r, rows, last_rows = 0, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* next window */
+    const int32_t last_y = (p->filter_h - 1) * p->dilation_h, last_x = (p->filter_w - 1) * p->dilation_w;
+    int32_t i, r, s, rows, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* the next window */
+    const int8_t *base[4], *src[4];
+    int32_t step[4];
     geometry_t g;
     mcuq_matmul_t q;
     g.input = input;
@@ -126,23 +136,28 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     g.dw = p->dilation_w;
     g.pad = -p->input_offset;
     g.row_bytes = p->input_w * p->input_c;
+    g.row_step = g.dh * g.row_bytes;
     g.k = k;
     g.k4 = (k + 3) & ~3;
     g.direct = (p->input_c & 3) == 0;
+    g.segments = g.direct ? g.kh : 1;
+    g.seg = g.direct ? g.span : g.k4;
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
-    fill_bytes(patch + k, 0, g.k4 - k);
     for (i = 0; i < pixels; i += rows) {
         rows = pixels - i >= 4 && 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS ? 4 : pixels - i >= 2 ? 2 : 1;
-        if (rows != last_rows) { /* a new layout: the lanes past k must be 0 */
-            mcuq_block_clear_tail(block, rows, k);
-            last_rows = rows;
-        }
         for (r = 0; r < rows; r++) {
-            window(&g, patch, block, rows, r, image, y0, x0);
+            if (g.direct && g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w) {
+                base[r] = input + image + y0 * g.row_bytes + x0 * g.ic;
+                step[r] = g.row_step;
+            } else {
+                base[r] = patch + r * g.k4;
+                step[r] = g.seg;
+                gather(&g, patch + r * g.k4, image, y0, x0);
+            }
             x0 += p->stride_w;
             if (++ox == ow) {
                 ox = 0;
@@ -154,6 +169,12 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                     image += p->input_h * g.row_bytes;
                 }
             }
+        }
+        for (s = 0; s < g.segments; s++) {
+            for (r = 0; r < rows; r++) {
+                src[r] = base[r] + s * step[r];
+            }
+            convert(block + 2 * rows * (s * g.seg >> 2), rows, src, g.seg >> 2);
         }
         mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         output += rows * n;

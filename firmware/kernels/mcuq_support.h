@@ -145,25 +145,6 @@ static inline void mcuq_block_put(uint32_t *block, int32_t rows, int32_t r, int3
     }
 }
 
-/* Elements k .. k + n - 1 of row r set to v (taps outside the image). */
-static inline void mcuq_block_fill(uint32_t *block, int32_t rows, int32_t r, int32_t k, int32_t v, int32_t n)
-{
-    const uint32_t both = ((uint32_t)v & 0xFFFFu) * UINT32_C(0x10001);
-    uint32_t *dst;
-    for (; n > 0 && (k & 3); n--) {
-        mcuq_block_put1(block, rows, r, k++, v);
-    }
-    dst = block + 2 * rows * (k >> 2) + r;
-    for (; n >= 4; n -= 4, k += 4) {
-        dst[0] = both;
-        dst[rows] = both;
-        dst += 2 * rows;
-    }
-    for (; n > 0; n--) {
-        mcuq_block_put1(block, rows, r, k++, v);
-    }
-}
-
 /* Zeroes the last group of a k-element block (the lanes past k stay 0 while rows are filled). */
 static inline void mcuq_block_clear_tail(uint32_t *block, int32_t rows, int32_t k)
 {
