@@ -13,6 +13,37 @@ static int32_t scale_input(int32_t x, int32_t offset, int32_t left_shift, int32_
 #if MCUQ_DSP
 #define TABLE_MIN_ELEMENTS 512 /* below this, building the two tables costs more than it saves */
 
+/* GCC's first scheduling pass hoists the loads of an unrolled loop past its registers (see
+ * mcuq_depthwise_conv2d_s8.c). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__ARM_FEATURE_DSP)
+#define MCUQ_NO_PRESCHEDULE __attribute__((noinline, optimize("no-schedule-insns")))
+#else
+#define MCUQ_NO_PRESCHEDULE
+#endif
+
+/* One output of the tight loop: requantize_fast(sum, m, r, hz) with the output offset folded into
+ * hz = h + output_offset * 2^r (exact while |high word| < 2^31: r <= 22), int8 clamp. */
+static inline int8_t add_out(int32_t sum, int32_t m, int32_t r, int32_t hz)
+{
+    return (int8_t)mcuq_ssat8(mcuq_requantize_fast(sum, m, r, hz, 0));
+}
+
+/* output[k] from the tables for the bytes u1[k], u2[k], four at a time. */
+static MCUQ_NO_PRESCHEDULE void add_flat(const int32_t *t1, const int32_t *t2, const uint8_t *u1, const uint8_t *u2,
+                                         int8_t *output, int32_t n, int32_t m, int32_t r, int32_t hz)
+{
+    int32_t k;
+    for (k = 0; k + 4 <= n; k += 4) {
+        output[k] = add_out(mcuq_add_wrap(t1[u1[k]], t2[u2[k]]), m, r, hz);
+        output[k + 1] = add_out(mcuq_add_wrap(t1[u1[k + 1]], t2[u2[k + 1]]), m, r, hz);
+        output[k + 2] = add_out(mcuq_add_wrap(t1[u1[k + 2]], t2[u2[k + 2]]), m, r, hz);
+        output[k + 3] = add_out(mcuq_add_wrap(t1[u1[k + 3]], t2[u2[k + 3]]), m, r, hz);
+    }
+    for (; k < n; k++) {
+        output[k] = add_out(mcuq_add_wrap(t1[u1[k]], t2[u2[k]]), m, r, hz);
+    }
+}
+
 /* Large ADDs: each input's contribution depends on its 256 possible values only, so both come
  * from tables built once per call (2 KB of stack, indexed by the value's byte); the sum is
  * requantized with the one multiply-add form of channel_data (mcuq_kernels.h) when the output
@@ -33,11 +64,8 @@ static void add_tables(const mcuq_add_params_t *p, const int8_t *input1, const i
         t1[u] = scale_input(v, p->input1_offset, p->left_shift, p->input1_multiplier, p->input1_shift, p->shift_only);
         t2[u] = scale_input(v, p->input2_offset, p->left_shift, p->input2_multiplier, p->input2_shift, p->shift_only);
     }
-    if (flat && e >= 2 && e <= 31 && lo == -128 && hi == 127) { /* the common case, tight */
-        const int32_t r = e - 1, h = INT32_C(1) << (e - 2);
-        for (k = 0; k < n; k++) {
-            output[k] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(t1[u1[k]], t2[u2[k]]), m, r, h, zp));
-        }
+    if (flat && e >= 2 && e <= 23 && lo == -128 && hi == 127) { /* the common case, tight */
+        add_flat(t1, t2, u1, u2, output, n, m, e - 1, (INT32_C(1) << (e - 2)) + zp * (INT32_C(1) << (e - 1)));
         return;
     }
     for (k = 0; k < n; k++) {
