@@ -13,14 +13,6 @@ static int32_t scale_input(int32_t x, int32_t offset, int32_t left_shift, int32_
 #if MCUQ_DSP
 #define TABLE_MIN_ELEMENTS 512 /* below this, building the two tables costs more than it saves */
 
-/* GCC's first scheduling pass hoists the loads of an unrolled loop past its registers (see
- * mcuq_depthwise_conv2d_s8.c). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__ARM_FEATURE_DSP)
-#define MCUQ_NO_PRESCHEDULE __attribute__((noinline, optimize("no-schedule-insns")))
-#else
-#define MCUQ_NO_PRESCHEDULE
-#endif
-
 /* One output of the tight loop: requantize_fast(sum, m, r, hz) with the output offset folded into
  * hz = h + output_offset * 2^r (exact while |high word| < 2^31: r <= 22), int8 clamp. */
 static inline int8_t add_out(int32_t sum, int32_t m, int32_t r, int32_t hz)

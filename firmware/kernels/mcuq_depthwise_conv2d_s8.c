@@ -9,21 +9,6 @@
 #if MCUQ_DSP
 #define MAX_TAPS 25 /* windows up to 5x5 (and 1xN, Nx1 up to 25 taps) take the DSP path */
 
-/* GCC's first scheduling pass moves the loads of a multiply-accumulate loop ahead, past the
- * registers the loop has, and spills them (a third more instructions here). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__ARM_FEATURE_DSP)
-#define MCUQ_NO_PRESCHEDULE __attribute__((noinline, optimize("no-schedule-insns")))
-#else
-#define MCUQ_NO_PRESCHEDULE
-#endif
-/* Loads after this point are not served from registers that hold values loaded before it (so the
- * compiler keeps no input words across the two passes of pair3x3, which would spill). */
-#if defined(__GNUC__)
-#define MCUQ_RELOAD() __asm__ volatile("" ::: "memory")
-#else
-#define MCUQ_RELOAD() ((void)0)
-#endif
-
 /* The DSP path works on channels in fours. A word of 4 input channels x = [x0 x1 x2 x3] gives
  * SXTB16(x) = (x0, x2) and x & 0xFF00FF00 = (256 x1, 256 x3); the weights, unpacked once per
  * call into (w0, w2) and (w1, w3), meet them in SMLABB / SMLATT. Channels 1 and 3 thus sum 256
