@@ -1,28 +1,51 @@
-"""The MLPerf Tiny int8 models on the emulated Cortex-M7 (QEMU mps2-an500, -icount shift=0):
-instructions per inference and per MAC, measured by `mcuq verify` (which also proves every
-output bit-exact), planned arena bytes beside TFLM's, and the firmware's flash bytes split into
-weights (constant tensors), model tables (per-node parameters, tensor and node tables) and code.
+"""The MLPerf Tiny int8 models on the emulated Cortex-M7 (QEMU mps2-an500) and Cortex-M4
+(mps2-an386), -icount shift=0: instructions per inference, per layer and per MAC, measured by
+`mcuq verify` (which also proves every output bit-exact); the split between MAC-loop work and
+per-output work; planned arena bytes beside TFLM's; the firmware's flash bytes split into weights
+(constant tensors), model tables (per-node parameters, tensor and node tables) and code.
 
 Instruction counts come from SysTick under -icount (one tick = 40 instructions, so each layer's
 count has a resolution of 40); they are instructions, not cycles.
-Usage: python bench/target.py   (writes bench/results/target.json)
+
+MAC loops versus per-output work is an estimate, not a measurement (the counter sees whole
+layers): for each op with MACs and each board, a least-squares fit over every layer of that op in
+the four models, instructions = a * MACs + b * output elements + c, gives a, the MAC-loop cost
+per MAC. A layer's MAC-loop work is a * MACs; the rest (bias, requantization, clamp, store, window
+set-up, the call) is its per-output work. Where every layer of an op has the same MACs per output
+(all depthwise layers here are 3x3), a and b cannot be told apart and that op stays unsplit.
+Ops without MACs (ADD, pooling, softmax, ...) are per-output work.
+
+Each run appends one record (git commit, date, per board and model: instructions, arena, code,
+flash, RAM) to bench/results/history.jsonl and prints the change against the previous record, so
+a change that makes anything slower or bigger shows.
+Usage: python bench/target.py   (writes bench/results/target.json, appends history.jsonl)
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from _common import model_path, print_table, run_on_target, write_results
+import numpy as np
+from _common import RESULTS, ROOT, model_path, print_table, run_on_target, write_results
 from arena import RECORDED_TFLM_TOTAL, tflm_allocations
 
 from mcuq import __version__
 
-BOARD = "qemu-m7"
+BOARDS = ("qemu-m7", "qemu-m4")
+MODELS = tuple(RECORDED_TFLM_TOTAL)
 COUNT = 3
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+HISTORY = RESULTS / "history.jsonl"
+# TFLM + CMSIS-NN on qemu-m7 (issue 5): instructions, arena bytes (32-bit build), code bytes.
+TFLM_M7 = {"ad01_int8": (583255, 2580, 25568), "kws_ref_model": (7643132, 22820, 51360),
+           "vww_96_int8": (24025586, 100708, 51360), "pretrainedResnet_quant": (30027712, 54996, 49408)}
+TRACKED = ("instructions", "arena_bytes", "code_bytes", "flash_bytes", "ram_bytes")
 _WEIGHTS = re.compile(r"mcuq_t\d+$")
 _TABLES = re.compile(r"mcuq_(p\d+(_\w+)?|n\d+_(in|out)|tensors|nodes|inputs|outputs)$")
 
@@ -41,51 +64,160 @@ def flash_split(elf: Path) -> dict[str, int]:
     return sizes
 
 
-def measure(name: str, work: Path) -> dict:
-    path = model_path(name)
-    run = run_on_target(path, BOARD, work / name, COUNT)
+def measure(name: str, board: str, work: Path, tflm: dict[str, int]) -> dict:
+    """Pack, build, flash and verify ``name`` on ``board``: totals and one row per layer."""
+    run = run_on_target(model_path(name), board, work / f"{name}-{board}", COUNT)
     packed, built, result = run.packed, run.built, run.result
+    graph = packed.integer.graph
     macs = sum(c.macs for c in result.layers)
     split = flash_split(built.elf)
-    tflm = tflm_allocations(path, len(packed.integer.graph.inputs))
+    layers = []
+    for c in result.layers:
+        node = graph.nodes[c.index]
+        outputs = sum(int(np.prod(graph.tensor(t).shape)) for t in node.outputs)
+        layers.append({"index": c.index, "op": c.op, "macs": c.macs, "outputs": outputs,
+                       "instructions": round(c.count)})
     return {
         "model": name,
+        "board": board,
         "sha256": packed.manifest["model_sha256"],
         "bit_exact_inputs": result.exact,
-        "instructions_per_inference": round(result.total),
+        "instructions": round(result.total),
         "macs": macs,
         "instructions_per_mac": round(result.total / macs, 3),
         "arena_bytes": packed.manifest["arena_bytes"],
         "tflm_arena_head_bytes": tflm["head"],
         "tflm_arena_total_bytes": tflm["total"],
         "flash_bytes": built.flash_used,
-        "flash_weight_bytes": split["weights"],
-        "flash_table_bytes": split["tables"],
-        "flash_code_bytes": built.flash_used - split["weights"] - split["tables"],
+        "weight_bytes": split["weights"],
+        "table_bytes": split["tables"],
+        "code_bytes": built.flash_used - split["weights"] - split["tables"],
         "ram_bytes": built.ram_used,
-        "layers": [{"index": c.index, "op": c.op, "macs": c.macs, "instructions": round(c.count)}
-                   for c in result.layers],
+        "layers": layers,
     }
 
 
+def fit_mac_cost(runs: list[dict]) -> dict[str, dict]:
+    """Per op with MACs: least-squares instructions = a * MACs + b * outputs + c over its layers
+    in ``runs`` (one board), or why it cannot be split."""
+    fits = {}
+    for op in MAC_OPS:
+        rows = [(r["macs"], r["outputs"], r["instructions"]) for run in runs for r in run["layers"] if r["op"] == op]
+        if not rows:
+            continue
+        x = np.array([[m, o, 1.0] for m, o, _ in rows], dtype=float)
+        y = np.array([i for _, _, i in rows], dtype=float)
+        if len({m / o for m, o, _ in rows}) < 2:
+            fits[op] = {"layers": len(rows), "split": False,
+                        "why": "every layer has the same MACs per output: MAC and per-output cost not separable"}
+            continue
+        if len(rows) < 4 or np.linalg.matrix_rank(x) < 3:
+            fits[op] = {"layers": len(rows), "split": False, "why": "too few distinct layers for a, b and c"}
+            continue
+        (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+        worst = float(np.max(np.abs(x @ np.array([a, b, c]) - y) / y))
+        fits[op] = {"layers": len(rows), "split": True, "per_mac": round(float(a), 3),
+                    "per_output": round(float(b), 2), "per_call": round(float(c)), "worst_residual": round(worst, 3)}
+    return fits
+
+
+def work_split(run: dict, fits: dict[str, dict]) -> dict[str, int]:
+    """Instructions of one run in MAC loops (estimated), per-output work, and unsplit MAC layers."""
+    out = {"mac_loops": 0, "per_output": 0, "unsplit": 0}
+    for r in run["layers"]:
+        fit = fits.get(r["op"])
+        if r["op"] not in MAC_OPS:
+            out["per_output"] += r["instructions"]
+        elif fit is None or not fit["split"]:
+            out["unsplit"] += r["instructions"]
+        else:
+            loops = min(r["instructions"], round(fit["per_mac"] * r["macs"]))
+            out["mac_loops"] += loops
+            out["per_output"] += r["instructions"] - loops
+    return out
+
+
+def git_state() -> tuple[str, bool]:
+    """HEAD's commit and whether the sources the numbers depend on have uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "firmware", "mcuq", "boards"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return head or "unknown", bool(dirty)
+
+
+def history_record(runs: list[dict]) -> dict:
+    commit, dirty = git_state()
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty": dirty,
+            "results": {f"{r['model']}@{r['board']}": {k: r[k] for k in TRACKED} for r in runs}}
+
+
+def previous_record() -> dict | None:
+    if not HISTORY.exists():
+        return None
+    lines = [line for line in HISTORY.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def print_changes(old: dict | None, new: dict) -> None:
+    """Each tracked figure against the previous record; larger is worse for all of them."""
+    if old is None:
+        print("\nno previous record in history.jsonl")
+        return
+    print(f"\nchange against {old['commit'][:10]} ({old['date']}):")
+    rows = []
+    for key, figures in new["results"].items():
+        before = old["results"].get(key)
+        for k in TRACKED:
+            if before is None or k not in before:
+                continue
+            delta = figures[k] - before[k]
+            flag = "WORSE" if delta > 0 else ("better" if delta < 0 else "")
+            pct = f"{100 * delta / before[k]:+.2f}%" if before[k] else ""
+            rows.append((key, k, before[k], figures[k], f"{delta:+,}", pct, flag))
+    print_table(("model@board", "figure", "before", "now", "change", "%", ""), rows)
+
+
 def main() -> None:
+    tflm = {name: tflm_allocations(model_path(name), 1) for name in MODELS}
     with tempfile.TemporaryDirectory(prefix="mcuq-bench-") as work:
-        results = [measure(name, Path(work)) for name in RECORDED_TFLM_TOTAL]
-    rows = [(r["model"], r["instructions_per_inference"], r["macs"], f"{r['instructions_per_mac']:.2f}",
-             r["arena_bytes"], r["tflm_arena_head_bytes"], r["tflm_arena_total_bytes"], r["flash_bytes"],
-             r["flash_weight_bytes"], r["flash_table_bytes"], r["flash_code_bytes"], r["ram_bytes"])
-            for r in results]
-    print_table(("model", "instructions", "MACs", "instr/MAC", "arena", "TFLM head", "TFLM total", "flash",
-                 "weights", "tables", "code", "RAM"), rows)
+        runs = [measure(name, board, Path(work), tflm[name]) for board in BOARDS for name in MODELS]
+    fits = {board: fit_mac_cost([r for r in runs if r["board"] == board]) for board in BOARDS}
+    for r in runs:
+        r["work_split"] = work_split(r, fits[r["board"]])
+    print_table(("model", "board", "instructions", "MACs", "instr/MAC", "MAC loops", "per-output", "unsplit",
+                 "TFLM (m7)", "arena", "TFLM head", "code", "weights", "tables", "RAM"),
+                [(r["model"], r["board"], r["instructions"], r["macs"], f"{r['instructions_per_mac']:.2f}",
+                  r["work_split"]["mac_loops"], r["work_split"]["per_output"], r["work_split"]["unsplit"],
+                  TFLM_M7[r["model"]][0], r["arena_bytes"], r["tflm_arena_head_bytes"], r["code_bytes"],
+                  r["weight_bytes"], r["table_bytes"], r["ram_bytes"]) for r in runs])
+    print("\nMAC-loop fit per op (instructions = a * MACs + b * outputs + c):")
+    print_table(("board", "op", "layers", "a /MAC", "b /output", "c /call", "worst residual", "note"),
+                [(board, op, f["layers"], f.get("per_mac", "-"), f.get("per_output", "-"), f.get("per_call", "-"),
+                  f.get("worst_residual", "-"), f.get("why", "")) for board in BOARDS for op, f in fits[board].items()])
+    print("\nper layer (instructions per MAC, or per output element for ops without MACs):")
+    for r in runs:
+        cells = [f"{x['op'][:4]}{x['index']}:{x['instructions'] / (x['macs'] or x['outputs']):.2f}" for x in r["layers"]]
+        print(f"  {r['model']}@{r['board']}: {' '.join(cells)}")
     path = write_results("target", {
         "mcuq_version": __version__,
         "tflite_micro_version": version("tflite-micro"),
-        "board": BOARD,
+        "boards": list(BOARDS),
         "inputs_per_model": COUNT,
         "counter": "instructions (SysTick under QEMU -icount shift=0)",
-        "models": results,
+        "work_split_method": "per op and board, least squares instructions = a*MACs + b*outputs + c over the "
+                             "layers of that op; MAC loops = a*MACs, per-output = the rest; ops without MACs are "
+                             "per-output; ops whose layers all have the same MACs per output stay unsplit",
+        "tflm_cmsis_nn_qemu_m7": {k: dict(zip(("instructions", "arena_bytes", "code_bytes"), v))
+                                  for k, v in TFLM_M7.items()},
+        "fits": fits,
+        "models": runs,
     })
-    print(f"\nwrote {path}")
+    record = history_record(runs)
+    print_changes(previous_record(), record)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with HISTORY.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    print(f"\nwrote {path}, appended {HISTORY}")
 
 
 if __name__ == "__main__":
