@@ -21,7 +21,7 @@ import pytest
 
 import kernel_target
 from kernel_target import TargetCase, build_image, run_image
-from kernels_ffi import CParams, ptr
+from kernels_ffi import CParams, build, ptr
 from mcuq import pipeline
 from mcuq.graphfile import load_graph
 from mcuq.hostsim import HostModel
@@ -142,6 +142,18 @@ def test_int4_extreme_sums_are_exact(c, c_dsp, kernel: str) -> None:
         cases.append((case, params, args, evaluate(params, args)))
     check(c, kernel, cases)
     check(c_dsp, kernel, cases)
+
+
+def test_int4_dsp_paths_have_no_undefined_behaviour(tmp_path_factory, capfd) -> None:
+    """The s8_s4 DSP paths (host twins of the intrinsics) under UBSan: no report."""
+    try:
+        c_dsp_ubsan = build(tmp_path_factory.mktemp("kernels_s4_dsp_ubsan"), sanitize=True, dsp=True)
+    except Exception as e:  # noqa: BLE001 - any build failure means no sanitizer here
+        pytest.skip(f"no UBSan build: {e}")
+    for kernel in sorted(GENERATORS):
+        check(c_dsp_ubsan, kernel, int4_cases(kernel, 8))
+    reports = [line for line in capfd.readouterr().err.splitlines() if "runtime error" in line]
+    assert not reports, f"{len(reports)} UBSan report(s), first: {reports[0]}"
 
 
 def test_int4_graphs_run_in_tflm_like_the_simulator(c) -> None:
