@@ -8,12 +8,14 @@ Instruction counts come from SysTick under -icount (one tick = 40 instructions, 
 count has a resolution of 40); they are instructions, not cycles.
 
 MAC loops versus per-output work is an estimate, not a measurement (the counter sees whole
-layers): for each op with MACs and each board, a least-squares fit over every layer of that op in
-the four models, instructions = a * MACs + b * output elements + c, gives a, the MAC-loop cost
-per MAC. A layer's MAC-loop work is a * MACs; the rest (bias, requantization, clamp, store, window
-set-up, the call) is its per-output work. Where every layer of an op has the same MACs per output
-(all depthwise layers here are 3x3), a and b cannot be told apart and that op stays unsplit.
-Ops without MACs (ADD, pooling, softmax, ...) are per-output work.
+layers): for each kind of layer with MACs (CONV_2D 1x1, CONV_2D with larger windows, depthwise,
+fully connected) and each board, a least-squares fit over every such layer in the four models,
+instructions = a * MACs + b * output elements + c with a, b, c >= 0, gives a, the MAC-loop cost
+per MAC. A layer's MAC-loop work is a * MACs; the rest (bias, requantization, clamp, store,
+window set-up, the call) is its per-output work. Where every layer of a kind has the same MACs
+per output (all depthwise layers here are 3x3), a and b cannot be told apart and that kind stays
+unsplit. Ops without MACs (ADD, pooling, softmax, ...) are per-output work. The fit's worst
+relative residual is printed beside it.
 
 Each run appends one record (git commit, date, per board and model: instructions, arena, code,
 flash, RAM) to bench/results/history.jsonl and prints the change against the previous record, so
@@ -64,6 +66,15 @@ def flash_split(elf: Path) -> dict[str, int]:
     return sizes
 
 
+def kind(graph, node) -> str:
+    """The op, with CONV_2D split into 1x1 and larger windows (different kernel paths)."""
+    op = str(node.op)
+    if op == "CONV_2D":
+        _, kh, kw, _ = graph.tensor(node.inputs[1]).shape
+        return "CONV_2D 1x1" if kh * kw == 1 else "CONV_2D KxK"
+    return op
+
+
 def measure(name: str, board: str, work: Path, tflm: dict[str, int]) -> dict:
     """Pack, build, flash and verify ``name`` on ``board``: totals and one row per layer."""
     run = run_on_target(model_path(name), board, work / f"{name}-{board}", COUNT)
@@ -75,7 +86,7 @@ def measure(name: str, board: str, work: Path, tflm: dict[str, int]) -> dict:
     for c in result.layers:
         node = graph.nodes[c.index]
         outputs = sum(int(np.prod(graph.tensor(t).shape)) for t in node.outputs)
-        layers.append({"index": c.index, "op": c.op, "macs": c.macs, "outputs": outputs,
+        layers.append({"index": c.index, "op": c.op, "kind": kind(graph, node), "macs": c.macs, "outputs": outputs,
                        "instructions": round(c.count)})
     return {
         "model": name,
@@ -97,27 +108,47 @@ def measure(name: str, board: str, work: Path, tflm: dict[str, int]) -> dict:
     }
 
 
-def fit_mac_cost(runs: list[dict]) -> dict[str, dict]:
-    """Per op with MACs: least-squares instructions = a * MACs + b * outputs + c over its layers
-    in ``runs`` (one board), or why it cannot be split."""
-    fits = {}
-    for op in MAC_OPS:
-        rows = [(r["macs"], r["outputs"], r["instructions"]) for run in runs for r in run["layers"] if r["op"] == op]
-        if not rows:
+def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Least squares y ~ x @ coef with coef >= 0: the best over the column subsets that keep the
+    first column (a handful of columns, so every subset is tried)."""
+    n = x.shape[1]
+    best, best_err = None, np.inf
+    for mask in range(1, 1 << n):
+        cols = [i for i in range(n) if mask >> i & 1]
+        if 0 not in cols or np.linalg.matrix_rank(x[:, cols]) < len(cols):
             continue
+        sol, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        if (sol < 0).any():
+            continue
+        coef = np.zeros(n)
+        coef[cols] = sol
+        err = float(np.sum((x @ coef - y) ** 2))
+        if err < best_err:
+            best, best_err = coef, err
+    return best
+
+
+def fit_mac_cost(runs: list[dict]) -> dict[str, dict]:
+    """Per kind of layer with MACs: instructions = a * MACs + b * outputs + c over its layers in
+    ``runs`` (one board), least squares with a, b, c >= 0, or why it cannot be split."""
+    fits = {}
+    kinds = sorted({r["kind"] for run in runs for r in run["layers"] if r["op"] in MAC_OPS})
+    for k in kinds:
+        rows = [(r["macs"], r["outputs"], r["instructions"]) for run in runs for r in run["layers"] if r["kind"] == k]
         x = np.array([[m, o, 1.0] for m, o, _ in rows], dtype=float)
         y = np.array([i for _, _, i in rows], dtype=float)
         if len({m / o for m, o, _ in rows}) < 2:
-            fits[op] = {"layers": len(rows), "split": False,
-                        "why": "every layer has the same MACs per output: MAC and per-output cost not separable"}
+            fits[k] = {"layers": len(rows), "split": False,
+                       "why": "every layer has the same MACs per output: MAC and per-output cost not separable"}
             continue
-        if len(rows) < 4 or np.linalg.matrix_rank(x) < 3:
-            fits[op] = {"layers": len(rows), "split": False, "why": "too few distinct layers for a, b and c"}
+        coef = _nonnegative_fit(x, y) if len(rows) >= 4 else None
+        if coef is None:
+            fits[k] = {"layers": len(rows), "split": False, "why": "too few distinct layers for a, b and c"}
             continue
-        (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
-        worst = float(np.max(np.abs(x @ np.array([a, b, c]) - y) / y))
-        fits[op] = {"layers": len(rows), "split": True, "per_mac": round(float(a), 3),
-                    "per_output": round(float(b), 2), "per_call": round(float(c)), "worst_residual": round(worst, 3)}
+        worst = float(np.max(np.abs(x @ coef - y) / y))
+        fits[k] = {"layers": len(rows), "split": True, "per_mac": round(float(coef[0]), 3),
+                   "per_output": round(float(coef[1]), 2), "per_call": round(float(coef[2])),
+                   "worst_residual": round(worst, 3)}
     return fits
 
 
@@ -125,7 +156,7 @@ def work_split(run: dict, fits: dict[str, dict]) -> dict[str, int]:
     """Instructions of one run in MAC loops (estimated), per-output work, and unsplit MAC layers."""
     out = {"mac_loops": 0, "per_output": 0, "unsplit": 0}
     for r in run["layers"]:
-        fit = fits.get(r["op"])
+        fit = fits.get(r["kind"])
         if r["op"] not in MAC_OPS:
             out["per_output"] += r["instructions"]
         elif fit is None or not fit["split"]:
@@ -190,8 +221,8 @@ def main() -> None:
                   r["work_split"]["mac_loops"], r["work_split"]["per_output"], r["work_split"]["unsplit"],
                   TFLM_M7[r["model"]][0], r["arena_bytes"], r["tflm_arena_head_bytes"], r["code_bytes"],
                   r["weight_bytes"], r["table_bytes"], r["ram_bytes"]) for r in runs])
-    print("\nMAC-loop fit per op (instructions = a * MACs + b * outputs + c):")
-    print_table(("board", "op", "layers", "a /MAC", "b /output", "c /call", "worst residual", "note"),
+    print("\nMAC-loop fit per kind of layer (instructions = a * MACs + b * outputs + c, all >= 0):")
+    print_table(("board", "kind", "layers", "a /MAC", "b /output", "c /call", "worst residual", "note"),
                 [(board, op, f["layers"], f.get("per_mac", "-"), f.get("per_output", "-"), f.get("per_call", "-"),
                   f.get("worst_residual", "-"), f.get("why", "")) for board in BOARDS for op, f in fits[board].items()])
     print("\nper layer (instructions per MAC, or per output element for ops without MACs):")
@@ -204,9 +235,10 @@ def main() -> None:
         "boards": list(BOARDS),
         "inputs_per_model": COUNT,
         "counter": "instructions (SysTick under QEMU -icount shift=0)",
-        "work_split_method": "per op and board, least squares instructions = a*MACs + b*outputs + c over the "
-                             "layers of that op; MAC loops = a*MACs, per-output = the rest; ops without MACs are "
-                             "per-output; ops whose layers all have the same MACs per output stay unsplit",
+        "work_split_method": "per kind of layer and board, least squares instructions = a*MACs + b*outputs + c "
+                             "(a, b, c >= 0) over the layers of that kind; MAC loops = a*MACs, per-output = the "
+                             "rest; ops without MACs are per-output; kinds whose layers all have the same MACs per "
+                             "output stay unsplit",
         "tflm_cmsis_nn_qemu_m7": {k: dict(zip(("instructions", "arena_bytes", "code_bytes"), v))
                                   for k, v in TFLM_M7.items()},
         "fits": fits,
