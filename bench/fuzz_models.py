@@ -8,21 +8,25 @@ the slowest case and the largest peak memory; writes bench/results/fuzz_models.j
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import MODELS, print_table, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from model_mutator import COMMANDS, Sandbox, cases  # noqa: E402
+from model_mutator import COMMANDS, Case, Outcome, Sandbox, cases  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=1, help="cases run side by side (one worker process each)")
     args = parser.parse_args()
     models = sorted(MODELS.glob("*/*.tflite"))
     if not models:
@@ -30,11 +34,21 @@ def main() -> None:
     counts = {c: Counter() for c in COMMANDS}
     mutations, failures, per_model = Counter(), [], Counter()
     slowest, peak = (0.0, ""), (0, "")
-    sandbox = Sandbox()
+    local, sandboxes = threading.local(), []
+
+    def run(k_case: tuple[int, Case]) -> Outcome:
+        if not hasattr(local, "sandbox"):  # one worker process per thread
+            local.sandbox = Sandbox()
+            sandboxes.append(local.sandbox)
+        return local.sandbox.run(k_case[1], k_case[0])
+
     t0 = time.perf_counter()
-    try:
-        for k, case in enumerate(cases(models, args.count, args.seed)):
-            out = sandbox.run(case, k)
+    numbered = enumerate(cases(models, args.count, args.seed))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        # in batches, so that only a few mutants are held in memory at once
+        batches = iter(lambda: list(itertools.islice(numbered, 16 * args.jobs)), [])
+        for k, out in enumerate(o for batch in batches for o in pool.map(run, batch)):
+            case = out.case
             mutations[case.mutation.split(":")[0]] += 1
             per_model[case.model] += out.seconds
             label = f"{case.model} seed {case.seed} ({case.mutation})"
@@ -48,7 +62,7 @@ def main() -> None:
             peak = max(peak, (out.peak_bytes, label))
             if (k + 1) % 500 == 0:
                 print(f"{k + 1} cases, {time.perf_counter() - t0:.0f} s, {len(failures)} failures", flush=True)
-    finally:
+    for sandbox in sandboxes:
         sandbox.close()
     seconds = time.perf_counter() - t0
     outcomes = sorted({o for c in counts.values() for o in c}, key=lambda o: (o != "ok", o.startswith("FAIL"), o))
@@ -58,7 +72,8 @@ def main() -> None:
     print(f"\nfailures {len(failures)}; slowest case {slowest[0]:.2f} s ({slowest[1]}); "
           f"largest peak memory {peak[0] / 2**20:.0f} MiB ({peak[1]})")
     path = write_results("fuzz_models", {
-        "cases": args.count, "seed": args.seed, "models": [m.name for m in models], "seconds": round(seconds, 1),
+        "cases": args.count, "seed": args.seed, "jobs": args.jobs, "models": [m.name for m in models],
+        "seconds": round(seconds, 1),
         "mutations": dict(mutations),
         "seconds_per_model": {m: round(t, 1) for m, t in sorted(per_model.items())},
         "outcomes": {c: dict(counts[c]) for c in COMMANDS},

@@ -14,30 +14,37 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
 import subprocess
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 SANITIZE = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all")
 CFLAGS = ("-std=c99", "-g", "-O1", "-Wall", "-Wextra", "-Werror", "-fno-omit-frame-pointer")
 DEFINES = ('-DMCUQ_BOARD="host"', '-DMCUQ_FIRMWARE_VERSION="host-asan"')
+T = TypeVar("T")
 INCLUDES = [FIRMWARE / d for d in ("include", "runtime", "app", "ports", "kernels")]
 
 
 class BuildError(Exception):
-    """clang is missing, lacks a sanitizer runtime, or the sources do not compile."""
+    """The sources do not compile or link."""
+
+
+class ToolMissing(BuildError):
+    """clang, or its sanitizer and libFuzzer runtime, is not installed."""
 
 
 def clang() -> str:
-    """Path of clang, or BuildError saying how to get it."""
+    """Path of clang, or ToolMissing saying how to get it."""
     cc = shutil.which("clang")
     if cc is None:
-        raise BuildError("clang is not installed (scripts/setup.sh installs clang and libclang-rt-14-dev)")
+        raise ToolMissing("clang is not installed (scripts/setup.sh installs clang and libclang-rt-14-dev)")
     return cc
 
 
@@ -45,8 +52,18 @@ def _run(args: Sequence[str]) -> None:
     done = subprocess.run([clang(), *args], capture_output=True, text=True)
     if done.returncode != 0:
         if "libclang_rt" in done.stderr:
-            raise BuildError("clang has no sanitizer/libFuzzer runtime (install libclang-rt-14-dev)")
+            raise ToolMissing("clang has no sanitizer/libFuzzer runtime (install libclang-rt-14-dev)")
         raise BuildError(done.stderr[-3000:])
+
+
+def or_skip(build: Callable[..., T], *args) -> T:
+    """``build(*args)``, skipping the calling test when the tools are missing."""
+    import pytest
+
+    try:
+        return build(*args)
+    except ToolMissing as e:
+        pytest.skip(str(e))
 
 
 def _compile(sources: Sequence[Path], includes: Sequence[Path], out_dir: Path) -> list[Path]:
@@ -64,6 +81,23 @@ def build_fuzzer(out: Path) -> Path:
     _run([*CFLAGS, "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", f"-I{FIRMWARE / 'app'}",
           str(FIRMWARE / "fuzz" / "fuzz_frame_parser.c"), str(FIRMWARE / "app" / "mcuq_protocol.c"), "-o", str(out)])
     return out
+
+
+def _frame(kind: int, seq: int, payload: bytes) -> bytes:
+    body = struct.pack("<BBH", kind, seq, len(payload)) + payload
+    return b"\xa5\x5a" + body + struct.pack("<I", zlib.crc32(body))
+
+
+def seed_corpus(directory: Path) -> Path:
+    """A few well-formed requests (INFO, WRITE_TENSOR, READ_TENSOR, a broken one before a RUN,
+    a big response) to start the frame fuzzer from."""
+    directory.mkdir(parents=True, exist_ok=True)
+    seeds = [_frame(0x01, 1, b""), _frame(0x02, 2, struct.pack("<HI", 3, 0) + bytes(range(200))),
+             _frame(0x04, 3, struct.pack("<HIH", 0, 0, 16)), b"\xa5\x5a\x01\x00\xff\x7f" + _frame(0x03, 4, b"\xff\xff"),
+             _frame(0x81, 5, bytes(1024))]
+    for i, seed in enumerate(seeds):
+        (directory / f"seed{i}").write_bytes(seed)
+    return directory
 
 
 def build_requantize_check(out: Path) -> Path:

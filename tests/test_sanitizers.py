@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import model_path
-from sanitized_build import (BuildError, build_host_firmware, build_requantize_check, model_independent_objects,
-                             running)
+from sanitized_build import build_host_firmware, build_requantize_check, model_independent_objects, or_skip, running
 
 from mcuq import pipeline
 from mcuq.fixedpoint import mbqm, requantize_pow2
@@ -30,18 +29,9 @@ VECTORS = 3  # seeded random inputs per model
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def _or_skip(build, *args):
-    try:
-        return build(*args)
-    except BuildError as e:
-        if "not installed" in str(e) or "runtime" in str(e):
-            pytest.skip(str(e))
-        raise
-
-
 @pytest.fixture(scope="module")
 def shared_objects(tmp_path_factory):
-    return _or_skip(model_independent_objects, tmp_path_factory.mktemp("asan") / "shared")
+    return or_skip(model_independent_objects, tmp_path_factory.mktemp("asan") / "shared")
 
 
 @pytest.mark.parametrize("name", INT8_MODELS)
@@ -91,7 +81,7 @@ def _cases(rng: np.random.Generator) -> np.ndarray:
 
 
 def test_requantize_c_equals_python_twin_equals_tflm(tmp_path):
-    exe = _or_skip(build_requantize_check, tmp_path / "requantize_check")
+    exe = or_skip(build_requantize_check, tmp_path / "requantize_check")
     records = _cases(np.random.default_rng(5))
     proc = subprocess.run([str(exe)], input=records.astype("<i4").tobytes(), capture_output=True, timeout=300)
     assert proc.returncode == 0 and b"runtime error" not in proc.stderr, proc.stderr.decode()[-2000:]
@@ -109,7 +99,7 @@ def test_requantize_c_equals_python_twin_equals_tflm(tmp_path):
 
 def test_ubsan_is_live(tmp_path):
     """The same build aborts on a shift outside the contract (a shift by 32): findings are not lost."""
-    exe = _or_skip(build_requantize_check, tmp_path / "requantize_check")
+    exe = or_skip(build_requantize_check, tmp_path / "requantize_check")
     record = np.array([[12345, 1 << 30, -32]], "<i4")
     proc = subprocess.run([str(exe)], input=record.tobytes(), capture_output=True, timeout=60)
     assert proc.returncode != 0 and b"runtime error" in proc.stderr
