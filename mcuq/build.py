@@ -16,9 +16,9 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import lru_cache
@@ -167,9 +167,10 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
                 progress(len(objects), total)
 
     out = pack_dir / BUILD_SUBDIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{BUILD_SUBDIR}.", dir=pack_dir))
+    tmp = pack_dir / f".{BUILD_SUBDIR}.{secrets.token_hex(4)}"  # named first: cleaned up if interrupted
     old = pack_dir / f".{BUILD_SUBDIR}.old"
     try:
+        tmp.mkdir()
         elf = tmp / "firmware.elf"
         _link(gcc, b, [objects[src] for src in srcs], elf)
         flash_used, ram_used = _sizes(gcc, elf)
@@ -188,10 +189,10 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         if out.exists():
             out.rename(old)
         tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
     finally:
         if old.exists() and not out.exists():  # interrupted between the renames
             old.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         progress(total, total)

@@ -40,6 +40,7 @@ class _Group(click.Group):
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
+            sys.unraisablehook = lambda _: None  # finalizers of the interrupted work (a half-written .npz) stay quiet
             click.echo("interrupted", err=True)
             sys.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):

@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from string import Template
 from types import MappingProxyType
@@ -226,9 +226,10 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
                              (any(out_dir.iterdir()) and not (out_dir / "manifest.json").exists())):
         raise McuqError(f"{out_dir}: exists and is not an mcuq pack output; choose another -o")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}")  # named first: cleaned up if interrupted
     old = None
     try:
+        tmp.mkdir()
         (tmp / "src").mkdir()
         (tmp / "src" / "mcuq_model.h").write_text(sources.header)
         (tmp / "src" / "mcuq_model.c").write_text(sources.source)
@@ -242,12 +243,12 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
             shutil.rmtree(old, ignore_errors=True)
             out_dir.rename(old)
         tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         if old is not None and not out_dir.exists():  # interrupted between the renames
             old.rename(out_dir)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (old, tmp):
+            if leftover is not None:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _json_default(value: Any) -> Any:

@@ -64,9 +64,23 @@ def mcuq(*args: str, env: dict | None = None) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
-def signal_when(proc: subprocess.Popen, ready, sig: int, limit: float = 60.0) -> tuple[int, str]:
-    """Send ``sig`` to ``proc`` once ``ready()`` is true (or it ended); its exit code and stderr."""
+def handles_sigterm(pid: int) -> bool:
+    """The CLI has started its command: it catches SIGTERM (signals before that are Python's)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # ended
+    caught = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+def signal_when(proc: subprocess.Popen, ready, sig: int, limit: float = 120.0) -> tuple[int, str]:
+    """Send ``sig`` to ``proc`` once its command runs and then ``ready()`` (made then) is true, unless
+    it ended first; its exit code and stderr."""
     deadline = time.monotonic() + limit
+    while proc.poll() is None and not handles_sigterm(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    ready = ready()
     while proc.poll() is None and not ready() and time.monotonic() < deadline:
         time.sleep(0.002)
     if proc.poll() is None:
@@ -76,25 +90,26 @@ def signal_when(proc: subprocess.Popen, ready, sig: int, limit: float = 60.0) ->
 
 
 def after(seconds: float):
-    start = time.monotonic()
-    return lambda: time.monotonic() - start >= seconds
+    """A ``ready`` for signal_when: ``seconds`` after the command started."""
+    def start():
+        t0 = time.monotonic()
+        return lambda: time.monotonic() - t0 >= seconds
+    return start
 
 
-def assert_clean_exit(code: int, err: str) -> bool:
-    """0 (finished first) or 130 with one line, no traceback; True when interrupted."""
-    assert code in (0, INTERRUPTED), (code, err)
-    assert "Traceback" not in err, err
+def once(condition):
+    """A ``ready`` for signal_when: as soon as ``condition()`` holds."""
+    return lambda: condition
+
+
+def assert_clean_exit(code: int, err: str, sig: int) -> bool:
+    """0 (finished first), 130 with the one line "interrupted", or ended by ``sig`` itself while
+    the interpreter shut down after finishing; never a traceback. True when interrupted."""
+    assert code in (0, INTERRUPTED, -sig), (code, err)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
     if code == INTERRUPTED:
         assert err.strip().splitlines()[-1] == "interrupted", err
     return code == INTERRUPTED
-
-
-@pytest.fixture(scope="module")
-def startup() -> float:
-    """Seconds until the CLI has imported everything (signals before that are not ours to handle)."""
-    start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "mcuq", "boards"], check=True, capture_output=True)
-    return time.monotonic() - start
 
 
 # -- flash and verify -------------------------------------------------------------------------
@@ -151,13 +166,13 @@ def test_flash_keeps_the_emulator_and_interrupted_verify_stops_it(built):
 
 @needs_qemu
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_cli_flash_interrupted(built, startup, sig):
+def test_cli_flash_interrupted(built, sig):
     elf = built / BUILD_SUBDIR / "firmware.elf"
     outcomes = []
-    for ready in (lambda: bool(qemu_pids(elf)), after(startup), after(startup + 0.1)):
+    for ready in (once(lambda: bool(qemu_pids(elf))), after(0.0), after(0.05)):
         code, err = signal_when(mcuq("flash", built), ready, sig)
         try:
-            if assert_clean_exit(code, err):
+            if assert_clean_exit(code, err, sig):
                 no_emulator_left(built)
             else:  # finished before the signal: its emulator runs and is recorded
                 assert flash.running_emulator(built) is not None
@@ -170,11 +185,11 @@ def test_cli_flash_interrupted(built, startup, sig):
 
 @needs_qemu
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_cli_verify_interrupted_stops_the_emulator(built, startup, sig):
+def test_cli_verify_interrupted_stops_the_emulator(built, sig):
     flash.flash(built)
     try:
-        code, err = signal_when(mcuq("verify", built, "--count", "1000"), after(startup + 1.5), sig)
-        assert assert_clean_exit(code, err) and code == INTERRUPTED
+        code, err = signal_when(mcuq("verify", built, "--count", "1000"), after(1.0), sig)
+        assert assert_clean_exit(code, err, sig) and code == INTERRUPTED
         no_emulator_left(built)
     finally:
         flash.stop(built)
@@ -187,17 +202,17 @@ def temp_siblings(out: Path) -> list[Path]:
     return [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
 
 
-def test_cli_pack_interrupted_keeps_the_old_output(tmp_path, startup):
+def test_cli_pack_interrupted_keeps_the_old_output(tmp_path):
     out, ref = tmp_path / "out", tmp_path / "ref"
     make_pack(model_path(HELLO), out)
     make_pack(model_path(AD01), ref)
     old, new = snapshot(out), snapshot(ref)
     interrupted = 0
-    readies = [lambda: bool(temp_siblings(out)), *(after(startup + d) for d in (0.0, 0.3, 0.6, 1.0, 1.5))]
+    readies = [once(lambda: bool(temp_siblings(out))), *map(after, (0.0, 0.2, 0.5, 1.0))]
     for k, ready in enumerate(readies):
         sig = signal.SIGTERM if k == 2 else signal.SIGINT
         code, err = signal_when(mcuq("pack", model_path(AD01), "-o", out), ready, sig)
-        interrupted += assert_clean_exit(code, err)
+        interrupted += assert_clean_exit(code, err, sig)
         assert snapshot(out) in (old, new)
         assert temp_siblings(out) == []
         if snapshot(out) == new:  # finished: start again from the old output
@@ -218,7 +233,7 @@ def build_state(build_dir: Path, old: dict[str, str], new: dict[str, str]) -> st
 
 
 @needs_gcc
-def test_cli_build_interrupted_keeps_the_old_output(tmp_path, startup):
+def test_cli_build_interrupted_keeps_the_old_output(tmp_path):
     pack = make_pack(model_path(HELLO), tmp_path / "hello")
     build(pack, "qemu-m7")
     new = snapshot(pack / BUILD_SUBDIR)
@@ -227,12 +242,12 @@ def test_cli_build_interrupted_keeps_the_old_output(tmp_path, startup):
     assert old["firmware.bin"] != new["firmware.bin"]
     cache = {"MCUQ_CACHE": str(tmp_path / "cache")}  # cold cache: compiling takes a while
     interrupted = 0
-    readies = [lambda: bool(list(pack.glob(f".{BUILD_SUBDIR}.*"))), *(after(startup + d) for d in (0.5, 1.5, 3.0))]
+    readies = [once(lambda: bool(list(pack.glob(f".{BUILD_SUBDIR}.*")))), *map(after, (0.3, 1.0, 2.5))]
     for k, ready in enumerate(readies):
         sig = signal.SIGTERM if k == 2 else signal.SIGINT
         shutil.rmtree(cache["MCUQ_CACHE"], ignore_errors=True)
         code, err = signal_when(mcuq("build", pack, "--board", "qemu-m7", env=cache), ready, sig)
-        interrupted += assert_clean_exit(code, err)
+        interrupted += assert_clean_exit(code, err, sig)
         assert list(pack.glob(f".{BUILD_SUBDIR}*")) == []
         if build_state(pack / BUILD_SUBDIR, old, new) == "new":
             build(pack, "qemu-m4")
