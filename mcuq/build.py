@@ -41,7 +41,7 @@ INSTALL_HINT = ("install it with `sudo apt-get install --no-install-recommends g
                 "libnewlib-arm-none-eabi` (scripts/setup.sh does)")
 CFLAGS = ("-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections",
           "-fno-common")
-SMALL_DIRS = ("app", "ports", "runtime")  # compiled for size (-Os): off the inference's hot path
+DSP_MARK = "MCUQ_DSP"  # kernels with a DSP path (the hot ones) stay at -O2; the rest is built for size
 NS_PER_S = 1_000_000_000
 LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 _ERROR = re.compile(r"error|undefined reference", re.IGNORECASE)
@@ -158,8 +158,7 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
     objects: dict[Path, Path] = {}
     fresh = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        jobs = {pool.submit(_compile, gcc, (*flags, "-Os") if src.parent.name in SMALL_DIRS else flags, src): src
-                for src in srcs}
+        jobs = {pool.submit(_compile, gcc, (*flags, *_size_flags(src)), src): src for src in srcs}
         for job in as_completed(jobs):
             objects[jobs[job]], compiled = job.result()
             fresh += compiled
@@ -198,6 +197,14 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         progress(total, total)
     return BuildResult(b.name, out / "firmware.elf", out / "firmware.bin", out / "firmware.hex",
                        flash_used, b.flash_bytes, ram_used, b.ram_bytes, fresh, len(srcs) - fresh, code_used)
+
+
+def _size_flags(src: Path) -> tuple[str, ...]:
+    """-Os for everything but the kernels with a DSP path (as TFLM's core is built at -Os): the
+    app, port and runtime run between inferences or once per node, the plain kernels (softmax,
+    pools, int16, I/O conversion) on few elements; the model file holds only data."""
+    hot = src.parent == FIRMWARE_DIR / "kernels" and DSP_MARK in src.read_text()
+    return () if hot else ("-Os",)
 
 
 def _tool(gcc: str, name: str) -> str:
