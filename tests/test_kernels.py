@@ -344,7 +344,9 @@ def gen_conv_wide(b: Builder, k: int) -> Case:
     r = b.rng
     kh, kw = [(1, 1), (3, 3), (3, 3), (1, 1), (10, 4), (2, 3), (5, 5)][k % 7]
     ic = int(r.choice([1, 3, 4, 8, 13, 16, 32, 64, 80]))
-    oc = int(r.integers(1, 21))
+    if k % 6 == 1:  # 3 x 3 x 64: four such windows pass through the column block in chunks
+        kh, kw, ic = 3, 3, 64
+    oc = int(r.integers(1, 21)) if k % 4 != 1 else int(r.integers(33, 70))  # beyond 32: several passes
     stride = [int(v) for v in r.integers(1, 3, 2)]
     dilation = [1, 1] if k % 5 else [2, 1]
     padding = "SAME" if r.random() < 0.6 else "VALID"

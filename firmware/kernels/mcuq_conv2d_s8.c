@@ -44,27 +44,36 @@ static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
     }
 }
 
-/* A convolution's window geometry, once per call. A window is converted in `segments` runs of
- * `seg` elements: one per filter row when the channels are a multiple of 4 (direct: a window
- * inside the image is read straight from the input, filter row ky at base + ky * row_step),
+#define PATCH_BYTES (2 * MCUQ_DSP_MAX_DEPTH) /* gathered windows: 4 of up to 320 elements, 2 of 640 */
+#define CHUNK_CHANNELS 32                    /* channels per pass over a window split in chunks */
+
+/* A convolution's window geometry, once per call. A window is converted in segments of `seg`
+ * elements: one per filter row when the channels are a multiple of 4 (direct: a window inside
+ * the image is read straight from the input, filter row ky at ky * row_step from its start),
  * else the whole window of k elements gathered into a patch, padded with 0 to k4. */
 typedef struct {
     const int8_t *input;
-    int32_t ic, kh, kw, span, h, w, dh, dw, pad, row_bytes, row_step, k, k4, segments, seg;
+    int32_t ic, kh, kw, span, h, w, dh, dw, pad, row_bytes, row_step, k, k4, seg;
     int32_t direct; /* channels a multiple of 4 */
 } geometry_t;
 
-/* The window at input row y0, column x0 of the image starting at byte `image` into patch, in
- * filter order (ky, kx, channel), taps outside the image holding -input_offset (their term
- * vanishes: the input offset is in the bias); bytes k .. k4 - 1 are 0. */
-static void gather(const geometry_t *g, int8_t *patch, int32_t image, int32_t y0, int32_t x0)
+/* Where an output pixel's window starts: byte offset of its image, input row and column;
+ * `inside`: direct, undilated columns and every tap inside the image. */
+typedef struct {
+    int32_t image, y0, x0, inside;
+} origin_t;
+
+/* Filter rows ky0 .. ky1 - 1 of window o into patch, in filter order (ky, kx, channel), taps
+ * outside the image holding -input_offset (their term vanishes: the input offset is in the
+ * bias); a whole window is followed by k4 - k zero bytes. */
+static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_t ky0, int32_t ky1)
 {
-    const int32_t ic = g->ic, kw = g->kw, span = g->span, pad = g->pad, w = g->w;
+    const int32_t ic = g->ic, kw = g->kw, span = g->span, pad = g->pad, w = g->w, x0 = o->x0;
     const int32_t whole = g->dw == 1 && x0 >= 0 && x0 + kw <= w;
     int8_t *dst = patch;
-    int32_t ky, kx, iy = y0;
-    const int8_t *row = g->input + image + y0 * g->row_bytes;
-    for (ky = 0; ky < g->kh; ky++, dst += span, iy += g->dh, row += g->row_step) {
+    int32_t ky, kx, iy = o->y0 + ky0 * g->dh;
+    const int8_t *row = g->input + o->image + iy * g->row_bytes;
+    for (ky = ky0; ky < ky1; ky++, dst += span, iy += g->dh, row += g->row_step) {
         if (iy < 0 || iy >= g->h) {
             fill_bytes(dst, pad, span);
         } else if (whole) {
@@ -80,7 +89,9 @@ static void gather(const geometry_t *g, int8_t *patch, int32_t image, int32_t y0
             }
         }
     }
-    fill_bytes(dst, 0, g->k4 - g->k);
+    if (ky0 == 0 && ky1 == g->kh) {
+        fill_bytes(dst, 0, g->k4 - g->k);
+    }
 }
 
 /* `groups` groups of block rows 0 .. rows - 1 (block at the first group) from src[r]. */
@@ -108,21 +119,49 @@ static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int
     }
 }
 
-/* Output pixels in fours (windows up to 320 elements; one unpacked weight word serves four
- * pixels) or pairs (up to MCUQ_DSP_MAX_DEPTH): their windows as a column block times every
- * filter. Windows inside the image over channels in multiples of 4 (every 1x1 window) convert
- * straight from the input; the others are gathered into the patch first. */
+/* The column block of `rows` windows, filter rows ky0 .. ky1 - 1 (all of them unless direct). */
+static void fill_block(const geometry_t *g, int8_t *patch, uint32_t *block, int32_t rows, const origin_t *o,
+                       int32_t ky0, int32_t ky1)
+{
+    const int8_t *base[4], *src[4];
+    int32_t step[4], r, s;
+    const int32_t segments = g->direct ? ky1 - ky0 : 1;
+    for (r = 0; r < rows; r++) {
+        if (o[r].inside) {
+            base[r] = g->input + o[r].image + (o[r].y0 + ky0 * g->dh) * g->row_bytes + o[r].x0 * g->ic;
+            step[r] = g->row_step;
+        } else {
+            base[r] = patch + r * (PATCH_BYTES / rows);
+            step[r] = g->seg;
+            gather(g, patch + r * (PATCH_BYTES / rows), &o[r], ky0, ky1);
+        }
+    }
+    for (s = 0; s < segments; s++) {
+        for (r = 0; r < rows; r++) {
+            src[r] = base[r] + s * step[r];
+        }
+        convert(block + 2 * rows * (s * g->seg >> 2), rows, src, g->seg >> 2);
+    }
+}
+
+/* Output pixels in fours (one unpacked weight word serves four pixels) or pairs (windows up to
+ * MCUQ_DSP_MAX_DEPTH elements): their windows as a column block times every filter. Windows
+ * inside the image over channels in multiples of 4 (every 1x1 window) convert straight from
+ * the input, the others are gathered into the patch first. Four windows longer than 320
+ * elements (channels in multiples of 4, filter rows up to 320 elements) go through the block in
+ * chunks of whole filter rows, CHUNK_CHANNELS channels at a time. */
 static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];
-    int8_t patch[2 * MCUQ_DSP_MAX_DEPTH]; /* 4 windows of up to 320 elements, 2 of 640 */
+    int8_t patch[PATCH_BYTES];
+    int32_t sums[4 * CHUNK_CHANNELS];
     const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w, ow = p->output_w, oh = p->output_h;
     const int32_t x_start = -p->pad_left, y_start = -p->pad_top;
     const int32_t last_y = (p->filter_h - 1) * p->dilation_h, last_x = (p->filter_w - 1) * p->dilation_w;
-    int32_t i, r, s, rows, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* the next window */
-    const int8_t *base[4], *src[4];
-    int32_t step[4];
+    int32_t i, r, c, ky, rows, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* the next window */
+    int32_t chunk_rows; /* filter rows per chunk of four windows */
+    origin_t o[4];
     geometry_t g;
     mcuq_matmul_t q;
     g.input = input;
@@ -140,24 +179,33 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     g.k = k;
     g.k4 = (k + 3) & ~3;
     g.direct = (p->input_c & 3) == 0;
-    g.segments = g.direct ? g.kh : 1;
     g.seg = g.direct ? g.span : g.k4;
+    chunk_rows = 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS ? g.kh : g.direct ? MCUQ_DSP_BLOCK_WORDS / (2 * g.span) : 0;
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
-    for (i = 0; i < pixels; i += rows) {
-        rows = pixels - i >= 4 && 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS ? 4 : pixels - i >= 2 ? 2 : 1;
-        for (r = 0; r < rows; r++) {
-            if (g.direct && g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w) {
-                base[r] = input + image + y0 * g.row_bytes + x0 * g.ic;
-                step[r] = g.row_step;
-            } else {
-                base[r] = patch + r * g.k4;
-                step[r] = g.seg;
-                gather(&g, patch + r * g.k4, image, y0, x0);
+    if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
+        /* 1x1, stride 1: the windows are the input pixels, one after the other */
+        const int8_t *src[4];
+        for (i = 0; i < pixels; i += rows, output += rows * n) {
+            rows = pixels - i >= 4 ? 4 : pixels - i >= 2 ? 2 : 1;
+            for (r = 0; r < rows; r++) {
+                src[r] = input + (i + r) * k;
             }
+            convert(block, rows, src, k >> 2);
+            mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
+        }
+        return;
+    }
+    for (i = 0; i < pixels; i += rows) {
+        rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : pixels - i >= 2 ? 2 : 1;
+        for (r = 0; r < rows; r++) {
+            o[r].image = image;
+            o[r].y0 = y0;
+            o[r].x0 = x0;
+            o[r].inside = g.direct && g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w;
             x0 += p->stride_w;
             if (++ox == ow) {
                 ox = 0;
@@ -170,13 +218,22 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                 }
             }
         }
-        for (s = 0; s < g.segments; s++) {
-            for (r = 0; r < rows; r++) {
-                src[r] = base[r] + s * step[r];
+        if (rows < 4 || chunk_rows == g.kh) {
+            fill_block(&g, patch, block, rows, o, 0, g.kh);
+            mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
+        } else {
+            for (c = 0; c < n; c += CHUNK_CHANNELS) {
+                const int32_t m = n - c < CHUNK_CHANNELS ? n - c : CHUNK_CHANNELS;
+                q.channel_data = p->channel_data + 4 * c;
+                for (ky = 0; ky < g.kh; ky += chunk_rows) {
+                    const int32_t ky1 = ky + chunk_rows < g.kh ? ky + chunk_rows : g.kh;
+                    fill_block(&g, patch, block, 4, o, ky, ky1);
+                    mcuq_matmul_s8_chunk4(&q, block, (ky1 - ky) * g.span, filter + c * k + ky * g.span, k, m, sums,
+                                          ky == 0, ky1 == g.kh, output + c, n);
+                }
             }
-            convert(block + 2 * rows * (s * g.seg >> 2), rows, src, g.seg >> 2);
+            q.channel_data = p->channel_data;
         }
-        mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         output += rows * n;
     }
 }

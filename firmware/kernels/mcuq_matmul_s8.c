@@ -253,17 +253,124 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 #endif
 }
 
-/* 4-row blocks: one weight row at a time serves the four rows. `fast`: the clamp is the int8
- * range and every channel has r > 0 (outputs4_s8()). */
+#if defined(__ARM_FEATURE_DSP)
+/* The whole channel loop of a 4-row product in assembly, for whole groups (k a multiple of 4,
+ * at least 4) and outputs4_s8() outputs: per channel its bias into the four sums, dot_4x1()'s
+ * loop (entered at its second group when the count is odd), then outputs4_s8(). Its state
+ * lives in a rows4_t; the C twin is product4() with fast outputs. */
+typedef struct {
+    const uint32_t *x;    /* [0] the block */
+    const uint32_t *xend; /* [4] block + 8 * groups */
+    const int8_t *w;      /* [8] weight row of the first channel */
+    const int32_t *cd;    /* [12] channel_data row of the next channel */
+    const int32_t *cde;   /* [16] its end */
+    int8_t *out;          /* [20] output of the next channel in row 0 */
+    int32_t stride;       /* [24] */
+    int32_t zp;           /* [28] */
+} rows4_t;
+
+/* r1-r4: the sums; r12: weights; r7: block; r5, r6: weight word, its unpacked half. */
+#define ASM_GROUP                                                                                         \
+    "ldr    r5, [r12], #4\n\t"                                                                            \
+    "ldm    r7!, {r8, r9, r10, r11}\n\t"                                                                  \
+    "sxtb16 r6, r5\n\t"                                                                                   \
+    "smlad  r1, r8, r6, r1\n\t"                                                                           \
+    "smlad  r2, r9, r6, r2\n\t"                                                                           \
+    "smlad  r3, r10, r6, r3\n\t"                                                                          \
+    "smlad  r4, r11, r6, r4\n\t"                                                                          \
+    "ldm    r7!, {r8, r9, r10, r11}\n\t"                                                                  \
+    "sxtb16 r5, r5, ror #8\n\t"                                                                           \
+    "smlad  r1, r8, r5, r1\n\t"                                                                           \
+    "smlad  r2, r9, r5, r2\n\t"                                                                           \
+    "smlad  r3, r10, r5, r3\n\t"                                                                          \
+    "smlad  r4, r11, r5, r4\n\t"
+/* Output of sum a into r9 (outputs4_s8()): M in r5, r in r6, h in r7, zp in r10. */
+#define ASM_OUTPUT(a)                                                                                     \
+    "add    r9, r7, " a ", asr #31\n\t"                                                                   \
+    "and    r8, " a ", #0x80000000\n\t"                                                                   \
+    "orr    r8, r8, #0x40000000\n\t"                                                                      \
+    "smlal  r8, r9, " a ", r5\n\t"                                                                        \
+    "asr    r9, r9, r6\n\t"                                                                               \
+    "add    r9, r9, r10\n\t"                                                                              \
+    "ssat   r9, #8, r9\n\t"
+
+static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
+{
+    (void)s;
+    __asm__("push   {r4-r11, lr}\n\t"
+            "ldr    r12, [r0, #8]\n\t"
+            "1:\n\t"
+            "ldrd   r7, lr, [r0, #0]\n\t" /* block, its end */
+            "ldr    r1, [r0, #12]\n\t"
+            "ldr    r1, [r1]\n\t" /* the bias */
+            "mov    r2, r1\n\t"
+            "mov    r3, r1\n\t"
+            "mov    r4, r1\n\t"
+            "sub    r5, lr, r7\n\t"
+            "tst    r5, #32\n\t" /* an odd number of groups: start with the second */
+            "bne    3f\n\t"
+            "2:\n\t" ASM_GROUP "3:\n\t" ASM_GROUP
+            "cmp    r7, lr\n\t"
+            "bne    2b\n\t"
+            "ldr    lr, [r0, #12]\n\t"
+            "ldrd   r5, r6, [lr, #4]\n\t" /* M, r */
+            "ldr    r7, [lr, #12]\n\t"    /* h */
+            "add    lr, lr, #16\n\t"
+            "str    lr, [r0, #12]\n\t"
+            "ldrd   r11, r10, [r0, #24]\n\t" /* stride, zp */
+            "ldr    lr, [r0, #20]\n\t"
+            "add    r8, lr, #1\n\t"
+            "str    r8, [r0, #20]\n\t"
+            ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"
+            ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"
+            "add    lr, lr, r11, lsl #1\n\t"
+            ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"
+            ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"
+            "ldrd   r5, r6, [r0, #12]\n\t"
+            "cmp    r5, r6\n\t"
+            "bne    1b\n\t"
+            "pop    {r4-r11, pc}\n\t");
+}
+#undef ASM_GROUP
+#undef ASM_OUTPUT
+#endif
+
+/* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw, k elements
+ * used). The sums start from the bias (`first`) or sums[4c..], and end as outputs (`last`;
+ * `fast`: the clamp is the int8 range and every channel has r > 0, outputs4_s8()) or in
+ * sums[4c..]. */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
-                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
-                                                           int32_t stride, int32_t fast)
+                                                           int32_t k, const int8_t *w, int32_t ldw, int32_t n,
+                                                           int32_t *sums, int32_t first, int32_t last,
+                                                           int8_t *out, int32_t stride, int32_t fast)
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
     const uint32_t *tail = block + 8 * (k >> 2);
     int32_t a[4];
-    for (; cd != end; cd += 4, w += k, out++) {
-        a[0] = a[1] = a[2] = a[3] = cd[0];
+#if defined(__ARM_FEATURE_DSP)
+    if (fast && first && last && ldw == k && (k & 3) == 0 && k >= 4 && n > 0) {
+        rows4_t st;
+        st.x = block;
+        st.xend = tail;
+        st.w = w;
+        st.cd = cd;
+        st.cde = end;
+        st.out = out;
+        st.stride = stride;
+        st.zp = q->output_offset;
+        rows4_asm(&st);
+        return;
+    }
+#endif
+    for (; cd != end; cd += 4, w += ldw, out++, sums += 4) {
+        if (first) {
+            a[0] = a[1] = a[2] = a[3] = cd[0];
+        } else {
+            a[0] = sums[0];
+            a[1] = sums[1];
+            a[2] = sums[2];
+            a[3] = sums[3];
+        }
         dot_4x1(block, w, k >> 2, a);
         if (k & 3) {
             const uint32_t v = partial_word(w + (k & ~3), k & 3);
@@ -272,7 +379,12 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
             a[2] = mac4(tail[2], tail[6], v, a[2]);
             a[3] = mac4(tail[3], tail[7], v, a[3]);
         }
-        if (fast) {
+        if (!last) {
+            sums[0] = a[0];
+            sums[1] = a[1];
+            sums[2] = a[2];
+            sums[3] = a[3];
+        } else if (fast) {
             outputs4_s8(a[0], a[1], a[2], a[3], cd, q->output_offset, out, stride);
         } else {
             const int32_t m = cd[1], r = cd[2], h = cd[3];
@@ -367,9 +479,9 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     const int32_t full = local.act_min == -128 && local.act_max == 127;
     if (rows == 4) {
         if (fast_outputs(&local, n)) {
-            product4(&local, block, k, w, n, out, stride, 1);
+            product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, 1);
         } else {
-            product4(&local, block, k, w, n, out, stride, 0);
+            product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, 0);
         }
     } else if (full) {
         if (rows == 2) {
@@ -381,6 +493,22 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
         product2(&local, block, k, w, n, out, stride, 0);
     } else {
         product1(&local, block, k, w, n, out, 0);
+    }
+}
+
+void mcuq_matmul_s8_chunk4(const mcuq_matmul_t *q, const uint32_t *block, int32_t kc, const int8_t *w,
+                           int32_t ldw, int32_t n, int32_t *sums, int32_t first, int32_t last, int8_t *out,
+                           int32_t stride)
+{
+    const mcuq_matmul_t local = *q;
+    if (first) {
+        product4(&local, block, kc, w, ldw, n, sums, 1, 0, out, stride, 0);
+    } else if (!last) {
+        product4(&local, block, kc, w, ldw, n, sums, 0, 0, out, stride, 0);
+    } else if (fast_outputs(&local, n)) {
+        product4(&local, block, kc, w, ldw, n, sums, 0, 1, out, stride, 1);
+    } else {
+        product4(&local, block, kc, w, ldw, n, sums, 0, 1, out, stride, 0);
     }
 }
 

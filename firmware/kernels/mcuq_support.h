@@ -173,6 +173,14 @@ typedef struct {
  * accumulator, then requantized. */
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride);
+
+/* One chunk of a 4-row product over windows longer than a block: the block holds elements
+ * k0 .. k0 + kc - 1 (kc a multiple of 4) of the rows, w points at element k0 of weight row 0
+ * (row stride ldw); sums[4 * c + r] carry channel c's sums from chunk to chunk: the `first`
+ * chunk starts from the bias, the `last` one writes the outputs as mcuq_matmul_s8() does. */
+void mcuq_matmul_s8_chunk4(const mcuq_matmul_t *q, const uint32_t *block, int32_t kc, const int8_t *w,
+                           int32_t ldw, int32_t n, int32_t *sums, int32_t first, int32_t last, int8_t *out,
+                           int32_t stride);
 #endif /* MCUQ_DSP */
 
 /* A walk over an MCUQ_MAX_DIMS-D index (last axis fastest) tracking two linear offsets. */
