@@ -30,10 +30,11 @@ from mcuq.pack import packed_int4
 from mcuq.quant import Budget, EvalData, Scheme, quantize
 from mcuq.quant.build import weight_bytes
 from mcuq.simulate import run_integer
+from mcuq.simulate.common import output_size_and_padding
 from mcuq.simulate.integer import KERNELS as SIMULATOR
 from mcuq.writer import write_model
 from test_kernels import (  # noqa: F401  (c, c_dsp: the session's kernel builds, as fixtures)
-    Builder, Case, c, c_dsp, first_mismatch, gen_conv, gen_conv_wide, gen_depthwise, gen_depthwise_wide,
+    Builder, Case, _out_scale, c, c_dsp, first_mismatch, gen_conv, gen_conv_wide, gen_depthwise, gen_depthwise_wide,
     gen_fully_connected, gen_fully_connected_wide, node_args,
 )
 from test_ops_vs_tflm import build as build_tflm_case
@@ -44,12 +45,36 @@ import digits_cnn  # noqa: E402
 
 CASES = 40
 TARGET_CASES = 12
+def gen_depthwise_big(b: Builder, k: int) -> Case:
+    """Depthwise filters of more than 2048 weights (beyond the kernel's unpacked buffer: the
+    nibble loop), 3x3 and 5x5 windows, any stride and padding."""
+    r = b.rng
+    kh, kw = [(3, 3), (5, 5)][k % 2]
+    ic = int(r.integers(240, 300))
+    stride = [int(v) for v in r.integers(1, 3, 2)]
+    padding = "SAME" if r.random() < 0.7 else "VALID"
+    h, w = max(int(r.integers(1, 5)), kh), max(int(r.integers(1, 5)), kw)
+    oh = output_size_and_padding(h, kh, stride[0], 1, padding)[0]
+    ow = output_size_and_padding(w, kw, stride[1], 1, padding)[0]
+    s_in = b.scale(0.005, 0.1)
+    x = b.feed((1, h, w, ic), "int8", s_in, b.zp("int8"))
+    scales = [b.scale(0.002, 0.05) for _ in range(ic)]
+    wt = b.weights((1, kh, kw, ic), scales, axis=3)
+    bias = b.tensor((ic,), "int32", 1e-4, 0, r.integers(-(1 << 14), 1 << 14, ic))
+    s_out = _out_scale(b, "int8", s_in, float(np.mean(scales)), kh * kw)
+    y = b.tensor((1, oh, ow, ic), "int8", s_out, b.zp("int8"))
+    attrs = {"padding": padding, "stride_h": stride[0], "stride_w": stride[1], "dilation_h": 1, "dilation_w": 1,
+             "activation": b.act(), "depth_multiplier": 1}
+    return b.case(Op.DEPTHWISE_CONV_2D, [x, wt, bias], y, attrs)
+
+
 NAMES = {Op.CONV_2D: "conv2d", Op.DEPTHWISE_CONV_2D: "depthwise_conv2d", Op.FULLY_CONNECTED: "fully_connected"}
 GENERATORS = {
     "conv2d": lambda b, k: gen_conv(b, k, "int8"),
     "conv2d_wide": gen_conv_wide,
     "depthwise_conv2d": lambda b, k: gen_depthwise(b, k, "int8"),
     "depthwise_conv2d_wide": gen_depthwise_wide,
+    "depthwise_conv2d_big": gen_depthwise_big,
     "fully_connected": lambda b, k: gen_fully_connected(b, k, "int8"),
     "fully_connected_wide": gen_fully_connected_wide,
 }
