@@ -42,19 +42,13 @@ static inline __attribute__((always_inline)) void mac4(uint32_t x, uint32_t we, 
     a[3] = mcuq_smlatt(xo, wo, a[3]);
 }
 
-/* mac4 with tap k's weights w[2k], w[2k + 1] (k a constant): one LDRD, which GCC does not form
- * once its first scheduling pass is off. */
-#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+/* mac4 with tap k's weights w[2k], w[2k + 1] (k a constant), read with one LDRD. */
 #define MAC4K(x, w, k, a)                                                                           \
     do {                                                                                            \
         uint32_t we_, wo_;                                                                          \
-        __asm__("ldrd %0, %1, [%2, %3]" : "=r"(we_), "=r"(wo_) : "r"(w), "i"(8 * (k)),             \
-                "m"(*(const uint32_t(*)[2])((w) + 2 * (k))));                                       \
+        MCUQ_LOAD2(we_, wo_, w, 2 * (k));                                                           \
         mac4(x, we_, wo_, a);                                                                       \
     } while (0)
-#else
-#define MAC4K(x, w, k, a) mac4(x, (w)[2 * (k)], (w)[2 * (k) + 1], a)
-#endif
 
 /* The requantized output of a channel (channel_data row cd) from its sum, without the bias. */
 static inline int8_t out1(const int32_t *cd, int32_t sum, int32_t zp, int32_t lo, int32_t hi, int32_t full)
@@ -113,10 +107,10 @@ static MCUQ_NO_PRESCHEDULE void pixel3x3(const mcuq_conv_params_t *p, const int8
         MAC4K(mcuq_read_u32(tap[7] + c), w, 7, a);
         MAC4K(mcuq_read_u32(tap[8] + c), w, 8, a);
         /* channels 1 and 3 summed 256 times their products */
-        out[c] = mcuq_requantize1_s8(cd, a[0], zp);
-        out[c + 1] = mcuq_requantize1_s8(cd + 4, a[1] >> 8, zp);
-        out[c + 2] = mcuq_requantize1_s8(cd + 8, a[2], zp);
-        out[c + 3] = mcuq_requantize1_s8(cd + 12, a[3] >> 8, zp);
+        MCUQ_REQUANTIZE_S8(out[c], cd, 0, a[0], zp);
+        MCUQ_REQUANTIZE_S8(out[c + 1], cd, 1, a[1] >> 8, zp);
+        MCUQ_REQUANTIZE_S8(out[c + 2], cd, 2, a[2], zp);
+        MCUQ_REQUANTIZE_S8(out[c + 3], cd, 3, a[3] >> 8, zp);
     }
 }
 
@@ -169,10 +163,10 @@ static MCUQ_NO_PRESCHEDULE void pair3x3(const mcuq_conv_params_t *p, const int8_
         PAIR_ROW(ODD, x + row, d, w + 7, o);
         PAIR_ROW(ODD, x + 2 * row, d, w + 13, o);
         /* the odd channels summed 256 times their products */
-        mcuq_requantize2_s8(cd, e[0], e[2], zp, out, out_b);
-        mcuq_requantize2_s8(cd + 4, o[0] >> 8, o[2] >> 8, zp, out + 1, out_b + 1);
-        mcuq_requantize2_s8(cd + 8, e[1], e[3], zp, out + 2, out_b + 2);
-        mcuq_requantize2_s8(cd + 12, o[1] >> 8, o[3] >> 8, zp, out + 3, out_b + 3);
+        MCUQ_REQUANTIZE2_S8(out[0], out_b[0], cd, 0, e[0], e[2], zp);
+        MCUQ_REQUANTIZE2_S8(out[1], out_b[1], cd, 1, o[0] >> 8, o[2] >> 8, zp);
+        MCUQ_REQUANTIZE2_S8(out[2], out_b[2], cd, 2, e[1], e[3], zp);
+        MCUQ_REQUANTIZE2_S8(out[3], out_b[3], cd, 3, o[1] >> 8, o[3] >> 8, zp);
     }
 }
 #undef PAIR_ROW

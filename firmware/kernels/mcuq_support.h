@@ -447,12 +447,33 @@ static inline int32_t mcuq_channel_shifts_positive(const int32_t *channel_data, 
 }
 
 #if MCUQ_DSP
-/* The int8 output of a channel (channel_data row cd with r > 0, clamp to the int8 range) from its
- * sum without the bias. */
-static inline int8_t mcuq_requantize1_s8(const int32_t *cd, int32_t sum, int32_t zp)
-{
-    return (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(cd[0], sum), cd[1], cd[2], cd[3], zp));
-}
+/* a = p[k], b = p[k + 1] for a constant k: one LDRD (GCC pairs no loads once its first
+ * scheduling pass is off, see MCUQ_NO_PRESCHEDULE). */
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+#define MCUQ_LOAD2(a, b, p, k)                                                                      \
+    __asm__("ldrd %0, %1, [%2, %3]" : "=r"(a), "=r"(b) : "r"(p), "i"(4 * (k)),                     \
+            "m"(*(const uint32_t(*)[2])(const void *)((p) + (k))))
+#else
+#define MCUQ_LOAD2(a, b, p, k) ((a) = (p)[k], (b) = (p)[(k) + 1])
+#endif
+
+/* o0 (and o1) = the int8 outputs of channel_data row cd + 4 * j (j a constant, r > 0, clamp to
+ * the int8 range) from sums s0 (and s1) without the bias; the row is read with two LDRDs. */
+#define MCUQ_REQUANTIZE_S8(o0, cd, j, s0, zp)                                                       \
+    do {                                                                                            \
+        int32_t b_, m_, r_, h_;                                                                     \
+        MCUQ_LOAD2(b_, m_, cd, 4 * (j));                                                            \
+        MCUQ_LOAD2(r_, h_, cd, 4 * (j) + 2);                                                        \
+        (o0) = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(b_, s0), m_, r_, h_, zp));     \
+    } while (0)
+#define MCUQ_REQUANTIZE2_S8(o0, o1, cd, j, s0, s1, zp)                                              \
+    do {                                                                                            \
+        int32_t b_, m_, r_, h_;                                                                     \
+        MCUQ_LOAD2(b_, m_, cd, 4 * (j));                                                            \
+        MCUQ_LOAD2(r_, h_, cd, 4 * (j) + 2);                                                        \
+        (o0) = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(b_, s0), m_, r_, h_, zp));     \
+        (o1) = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(b_, s1), m_, r_, h_, zp));     \
+    } while (0)
 
 /* SXTAB16: acc's two int16 lanes plus bytes 0 and 2 of x, sign-extended (modulo 2^16 per lane). */
 #if defined(__ARM_FEATURE_DSP)
@@ -465,15 +486,6 @@ static inline uint32_t mcuq_sxtab16(uint32_t acc, uint32_t x)
 }
 #endif
 
-/* Two int8 outputs of one channel (channel_data row cd with r > 0, clamp to the int8 range) from
- * their sums without the bias: the row is read once for both. */
-static inline void mcuq_requantize2_s8(const int32_t *cd, int32_t s0, int32_t s1, int32_t zp, int8_t *o0,
-                                       int8_t *o1)
-{
-    const int32_t bias = cd[0], m = cd[1], r = cd[2], h = cd[3];
-    *o0 = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(bias, s0), m, r, h, zp));
-    *o1 = (int8_t)mcuq_ssat8(mcuq_requantize_fast(mcuq_add_wrap(bias, s1), m, r, h, zp));
-}
 #endif
 
 #endif /* MCUQ_SUPPORT_H */
