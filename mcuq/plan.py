@@ -343,6 +343,51 @@ def _slide_layout(order: list[_Buffer], rules: Rules, alignment: int, prefer_hig
     return {b: off - base for b, off in placed.items()}
 
 
+def _chain_layout(buffers: list[_Buffer], rules: Rules, alignment: int, low: int, high: int) -> Placed | None:
+    """The smallest layout when every buffer lives at the same time as its neighbours in time
+    only (a chain of layers; None otherwise): bisection on the arena size, each size checked by
+    one pass that keeps the offsets each buffer can take (two ranges: under its predecessor, or
+    over it), then offsets picked backwards."""
+    chain = sorted((b for b in buffers if b.nbytes), key=lambda b: (b.first, b.last))
+    if any(b.first <= a.last for i, a in enumerate(chain) for b in chain[i + 2:]):
+        return None
+    # (most a successor may start below its predecessor's start, least above it), None: no constraint
+    steps = [None if a.last < b.first else (min(rules.get((a, b), b.nbytes), b.nbytes), a.nbytes)
+             for a, b in zip(chain, chain[1:])]
+
+    def ranges(size: int) -> list[list[tuple[int, int]]] | None:
+        top = [(size - b.nbytes) // alignment * alignment for b in chain]
+        found = [[(0, top[0])]] if chain and top[0] >= 0 else []
+        for k, step in enumerate(steps):
+            lo, hi = min(r[0] for r in found[-1]), max(r[1] for r in found[-1])
+            cand = [(0, top[k + 1])] if step is None else [
+                (0, min(top[k + 1], (hi - step[0]) // alignment * alignment)), (_align(lo + step[1], alignment), top[k + 1])]
+            cand = [(a, b) for a, b in cand if a <= b]
+            if not cand:
+                return None
+            found.append(cand)
+        return found if len(found) == len(chain) else None
+
+    if not chain or ranges(high) is None:
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if ranges(mid) is not None else (mid + 1, high)
+    found = ranges(high)
+    x = found[-1][0][0]
+    placed = {chain[-1]: x}
+    for k in range(len(chain) - 2, -1, -1):
+        step, (lo, hi) = steps[k], (min(r[0] for r in found[k]), max(r[1] for r in found[k]))
+        if step is None:
+            x = lo
+        else:
+            x = hi if hi >= x + step[0] else lo
+            assert hi >= placed[chain[k + 1]] + step[0] or lo <= placed[chain[k + 1]] - step[1]
+        placed[chain[k]] = x
+    placed.update({b: 0 for b in buffers if not b.nbytes})
+    return placed
+
+
 def plan_arena(graph: Graph, alignment: int = 16) -> ArenaPlan:
     """Plan offsets for every activation tensor of ``graph``, keeping the smallest of several greedy layouts."""
     if alignment < 1:
@@ -367,6 +412,10 @@ def plan_arena(graph: Graph, alignment: int = 16) -> ArenaPlan:
         layouts += [_slide_layout(order, rules, alignment, high) for order in (in_time, backwards, orderings[0])
                     for high in (False, True)]
     best = min(layouts, key=lambda placed: max((off + b.nbytes for b, off in placed.items()), default=0))
+    if rules:
+        size = max((off + b.nbytes for b, off in best.items()), default=0)
+        chain = _chain_layout(buffers, rules, alignment, _peak(buffers, n, rules), size)
+        best = chain if chain is not None and max(o + b.nbytes for b, o in chain.items()) < size else best
     size = max((off + b.nbytes for b, off in best.items()), default=0)
     offsets = {t: off for b, off in best.items() for t in b.tensors}
     overlaps = {}
