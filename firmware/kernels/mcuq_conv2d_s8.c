@@ -58,7 +58,7 @@ typedef struct {
 } geometry_t;
 
 /* Where an output pixel's window starts: byte offset of its image, input row and column;
- * `inside`: direct, undilated columns and every tap inside the image. */
+ * `inside`: undilated columns and every tap inside the image. */
 typedef struct {
     int32_t image, y0, x0, inside;
 } origin_t;
@@ -91,6 +91,23 @@ static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_
     }
     if (ky0 == 0 && ky1 == g->kh) {
         fill_bytes(dst, 0, g->k4 - g->k);
+    }
+}
+
+/* Filter rows ky0 .. ky1 - 1 of a window inside the image (undilated columns) from src, its
+ * first tap, into patch: a few words and bytes per filter row. */
+static void copy_window(const geometry_t *g, int8_t *patch, const int8_t *src, int32_t ky0, int32_t ky1)
+{
+    const int32_t words = g->span >> 2, bytes = g->span & 3;
+    int32_t ky, i;
+    for (ky = ky0; ky < ky1; ky++, src += g->row_step) {
+        const int8_t *s = src;
+        for (i = 0; i < words; i++, s += 4, patch += 4) {
+            mcuq_write_u32(patch, mcuq_read_u32(s));
+        }
+        for (i = 0; i < bytes; i++) {
+            *patch++ = *s++;
+        }
     }
 }
 
@@ -127,13 +144,19 @@ static void fill_block(const geometry_t *g, int8_t *patch, uint32_t *block, int3
     int32_t step[4], r, s;
     const int32_t segments = g->direct ? ky1 - ky0 : 1;
     for (r = 0; r < rows; r++) {
-        if (o[r].inside) {
-            base[r] = g->input + o[r].image + (o[r].y0 + ky0 * g->dh) * g->row_bytes + o[r].x0 * g->ic;
+        const int8_t *first = g->input + o[r].image + (o[r].y0 + ky0 * g->dh) * g->row_bytes + o[r].x0 * g->ic;
+        int8_t *own = patch + r * (PATCH_BYTES >> (rows >> 1)); /* a quarter, half or all of it */
+        if (o[r].inside && g->direct) {
+            base[r] = first;
             step[r] = g->row_step;
         } else {
-            base[r] = patch + r * (PATCH_BYTES / rows);
+            base[r] = own;
             step[r] = g->seg;
-            gather(g, patch + r * (PATCH_BYTES / rows), &o[r], ky0, ky1);
+            if (o[r].inside) {
+                copy_window(g, own, first, ky0, ky1); /* the bytes k .. k4 - 1 stay 0 (conv_dsp) */
+            } else {
+                gather(g, own, &o[r], ky0, ky1);
+            }
         }
     }
     for (s = 0; s < segments; s++) {
@@ -186,6 +209,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    fill_bytes(patch, 0, PATCH_BYTES); /* the lanes past k of gathered windows stay 0 */
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */
         const int8_t *src[4];
@@ -205,7 +229,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             o[r].image = image;
             o[r].y0 = y0;
             o[r].x0 = x0;
-            o[r].inside = g.direct && g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w;
+            o[r].inside = g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w;
             x0 += p->stride_w;
             if (++ox == ow) {
                 ox = 0;
