@@ -41,6 +41,7 @@ _DTYPES = {
     tflite.TensorType.UINT16: "uint16",
     tflite.TensorType.UINT32: "uint32",
     tflite.TensorType.UINT64: "uint64",
+    tflite.TensorType.INT4: "int4",
 }
 _TYPE_NAMES = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
 _PADDING = {tflite.Padding.SAME: "SAME", tflite.Padding.VALID: "VALID"}
@@ -230,10 +231,10 @@ class _Reader:
 
     def tensor(self, t, index: int) -> Tensor:
         name = _text(t.Name()) or f"tensor_{index}"
-        code = t.Type()
-        dtype = _DTYPES.get(code, _TYPE_NAMES.get(code, f"type{code}").lower())
-        if dtype != "int4" and code not in _DTYPES:
-            raise self.fail(f"tensor '{name}' has type {_TYPE_NAMES.get(code, code)}, which mcuq does not handle")
+        dtype = _DTYPES.get(t.Type())
+        if dtype is None:
+            raise self.fail(f"tensor '{name}' has type {_TYPE_NAMES.get(t.Type(), t.Type())}, "
+                            "which mcuq does not handle")
         self.count(t.ShapeLength(), f"tensor '{name}' dimensions", MAX_RANK)
         shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
         if t.ShapeSignatureLength():
@@ -296,10 +297,7 @@ class _Reader:
             nib = np.where(nib > 7, nib - 16, nib).astype(np.int8)
             arr = nib.reshape(shape)
         else:
-            try:
-                dt = np.dtype(dtype)
-            except TypeError:
-                raise self.fail(f"tensor '{name}' has constant data of unsupported type {dtype}") from None
+            dt = np.dtype(dtype)
             if len(raw) != count * dt.itemsize:
                 raise self.fail(
                     f"tensor '{name}': buffer {index} has {len(raw)} bytes, shape {list(shape)} "

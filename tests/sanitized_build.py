@@ -1,7 +1,8 @@
 """clang builds of the firmware for the host under AddressSanitizer and UndefinedBehaviorSanitizer,
 shared by tests/test_fuzz.py, tests/test_sanitizers.py and bench/fuzz_frames.py:
 
-- the libFuzzer target of the frame parser (firmware/fuzz/fuzz_frame_parser.c);
+- the libFuzzer targets of the frame parser (firmware/fuzz/fuzz_frame_parser.c) and of the
+  request handling with a packed model (firmware/fuzz/fuzz_app.c);
 - the whole firmware (protocol server, runtime, kernels, a pack output's model) with the host
   port firmware/fuzz/port_host.c, whose serial link is a TCP socket `mcuq verify` talks to;
 - firmware/fuzz/requantize_check.c, the requantize header on records from stdin.
@@ -108,19 +109,29 @@ def build_requantize_check(out: Path) -> Path:
 
 
 def model_independent_objects(out_dir: Path) -> list[Path]:
-    """Kernels, frame protocol and host port: compiled once for every model."""
-    sources = [*sorted((FIRMWARE / "kernels").glob("*.c")), FIRMWARE / "app" / "mcuq_protocol.c",
-               FIRMWARE / "fuzz" / "port_host.c"]
+    """Kernels and frame protocol: compiled once for every model."""
+    sources = [*sorted((FIRMWARE / "kernels").glob("*.c")), FIRMWARE / "app" / "mcuq_protocol.c"]
     return _compile(sources, INCLUDES, out_dir)
 
 
 def build_host_firmware(pack_dir: Path, shared: Sequence[Path], out: Path) -> Path:
-    """The firmware of a pack output for the host: its model, the runtime and the app, linked
-    with the ``shared`` objects of model_independent_objects()."""
+    """The firmware of a pack output for the host: its model, the runtime, the app and the host
+    port, linked with the ``shared`` objects of model_independent_objects()."""
     sources = [pack_dir / "src" / "mcuq_model.c", FIRMWARE / "runtime" / "mcuq_runtime.c",
-               FIRMWARE / "app" / "main.c"]
+               FIRMWARE / "app" / "main.c", FIRMWARE / "fuzz" / "port_host.c"]
     objects = _compile(sources, [pack_dir / "src", *INCLUDES], out.parent / f"{out.name}-obj")
     _run([*SANITIZE, *map(str, objects), *map(str, shared), "-o", str(out)])
+    return out
+
+
+def build_app_fuzzer(pack_dir: Path, shared: Sequence[Path], out: Path) -> Path:
+    """The libFuzzer target of the request handling (firmware/fuzz/fuzz_app.c) for a pack output."""
+    includes = [pack_dir / "src", *INCLUDES]
+    objects = _compile([pack_dir / "src" / "mcuq_model.c", FIRMWARE / "runtime" / "mcuq_runtime.c"], includes,
+                       out.parent / f"{out.name}-obj")
+    _run([*CFLAGS, "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", *DEFINES,
+          *(f"-I{d}" for d in includes), str(FIRMWARE / "fuzz" / "fuzz_app.c"), *map(str, objects),
+          *map(str, shared), "-o", str(out)])
     return out
 
 
