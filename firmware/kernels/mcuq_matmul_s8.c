@@ -257,7 +257,7 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 /* The whole channel loop of a 4-row product in assembly, for whole groups (k a multiple of 4,
  * at least 4) and outputs4_s8() outputs: per channel its bias into the four sums, dot_4x1()'s
  * loop (entered at its second group when the count is odd), then outputs4_s8(). Its state
- * lives in a rows4_t; the C twin is product4() with fast outputs. */
+ * lives in a rows4_t; the C twin is channel4() with outputs4_s8(). */
 typedef struct {
     const uint32_t *x;    /* [0] the block */
     const uint32_t *xend; /* [4] block + 8 * groups */
@@ -335,64 +335,91 @@ static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
 #undef ASM_OUTPUT
 #endif
 
-/* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw, k elements
- * used). The sums start from the bias (`first`) or sums[4c..], and end as outputs (`last`;
- * `fast`: the clamp is the int8 range and every channel has r > 0, outputs4_s8()) or in
- * sums[4c..]. */
+/* One channel of a 4-row block (weight row w, k elements used, channel_data row cd): the sums
+ * start from the bias (`first`) or sums[0..3], and end as outputs (`last`; outputs4_s8() when
+ * `full`, the clamp being the int8 range, and r > 0) or in sums[0..3]. */
+static inline __attribute__((always_inline)) void channel4(const mcuq_matmul_t *q, const uint32_t *block,
+                                                           int32_t k, const int8_t *w, const int32_t *cd,
+                                                           int32_t *sums, int32_t first, int32_t last,
+                                                           int8_t *out, int32_t stride, int32_t full)
+{
+    const uint32_t *tail = block + 8 * (k >> 2);
+    int32_t a[4];
+    if (first) {
+        a[0] = a[1] = a[2] = a[3] = cd[0];
+    } else {
+        a[0] = sums[0];
+        a[1] = sums[1];
+        a[2] = sums[2];
+        a[3] = sums[3];
+    }
+    dot_4x1(block, w, k >> 2, a);
+    if (k & 3) {
+        const uint32_t v = partial_word(w + (k & ~3), k & 3);
+        a[0] = mac4(tail[0], tail[4], v, a[0]);
+        a[1] = mac4(tail[1], tail[5], v, a[1]);
+        a[2] = mac4(tail[2], tail[6], v, a[2]);
+        a[3] = mac4(tail[3], tail[7], v, a[3]);
+    }
+    if (!last) {
+        sums[0] = a[0];
+        sums[1] = a[1];
+        sums[2] = a[2];
+        sums[3] = a[3];
+    } else if (full && cd[2] > 0) {
+        outputs4_s8(a[0], a[1], a[2], a[3], cd, q->output_offset, out, stride);
+    } else {
+        const int32_t m = cd[1], r = cd[2], h = cd[3];
+        out[0] = output(a[0], m, r, h, q, full);
+        out[stride] = output(a[1], m, r, h, q, full);
+        out[2 * stride] = output(a[2], m, r, h, q, full);
+        out[3 * stride] = output(a[3], m, r, h, q, full);
+    }
+}
+
+/* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw), channel4()
+ * for each channel. On Arm, runs of channels with r > 0 of whole-group products with int8
+ * clamps go through rows4_asm(). */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
                                                            int32_t k, const int8_t *w, int32_t ldw, int32_t n,
                                                            int32_t *sums, int32_t first, int32_t last,
-                                                           int8_t *out, int32_t stride, int32_t fast)
+                                                           int8_t *out, int32_t stride, int32_t full)
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
-    const uint32_t *tail = block + 8 * (k >> 2);
-    int32_t a[4];
 #if defined(__ARM_FEATURE_DSP)
-    if (fast && first && last && ldw == k && (k & 3) == 0 && k >= 4 && n > 0) {
-        rows4_t st;
-        st.x = block;
-        st.xend = tail;
-        st.w = w;
-        st.cd = cd;
-        st.cde = end;
-        st.out = out;
-        st.stride = stride;
-        st.zp = q->output_offset;
-        rows4_asm(&st);
+    if (full && first && last && (k & 3) == 0 && k >= 4) { /* first and last: ldw is k */
+        while (cd != end) {
+            const int32_t *run = cd;
+            while (run != end && run[2] > 0) {
+                run += 4;
+            }
+            if (run != cd) {
+                rows4_t st;
+                st.x = block;
+                st.xend = block + 8 * (k >> 2);
+                st.w = w;
+                st.cd = cd;
+                st.cde = run;
+                st.out = out;
+                st.stride = stride;
+                st.zp = q->output_offset;
+                rows4_asm(&st);
+                w += k * ((run - cd) >> 2);
+                out += (run - cd) >> 2;
+                cd = run;
+            }
+            if (cd != end) {
+                channel4(q, block, k, w, cd, sums, 1, 1, out, stride, 1);
+                cd += 4;
+                w += k;
+                out++;
+            }
+        }
         return;
     }
 #endif
     for (; cd != end; cd += 4, w += ldw, out++, sums += 4) {
-        if (first) {
-            a[0] = a[1] = a[2] = a[3] = cd[0];
-        } else {
-            a[0] = sums[0];
-            a[1] = sums[1];
-            a[2] = sums[2];
-            a[3] = sums[3];
-        }
-        dot_4x1(block, w, k >> 2, a);
-        if (k & 3) {
-            const uint32_t v = partial_word(w + (k & ~3), k & 3);
-            a[0] = mac4(tail[0], tail[4], v, a[0]);
-            a[1] = mac4(tail[1], tail[5], v, a[1]);
-            a[2] = mac4(tail[2], tail[6], v, a[2]);
-            a[3] = mac4(tail[3], tail[7], v, a[3]);
-        }
-        if (!last) {
-            sums[0] = a[0];
-            sums[1] = a[1];
-            sums[2] = a[2];
-            sums[3] = a[3];
-        } else if (fast) {
-            outputs4_s8(a[0], a[1], a[2], a[3], cd, q->output_offset, out, stride);
-        } else {
-            const int32_t m = cd[1], r = cd[2], h = cd[3];
-            out[0] = output(a[0], m, r, h, q, 0);
-            out[stride] = output(a[1], m, r, h, q, 0);
-            out[2 * stride] = output(a[2], m, r, h, q, 0);
-            out[3 * stride] = output(a[3], m, r, h, q, 0);
-        }
+        channel4(q, block, k, w, cd, sums, first, last, out, stride, full);
     }
 }
 
@@ -457,28 +484,13 @@ static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *
     }
 }
 
-/* 1 when the clamp is the int8 range and every channel_data row of n channels has r > 0. */
-static int32_t fast_outputs(const mcuq_matmul_t *q, int32_t n)
-{
-    int32_t c;
-    if (q->act_min != -128 || q->act_max != 127) {
-        return 0;
-    }
-    for (c = 0; c < n; c++) {
-        if (q->channel_data[4 * c + 2] <= 0) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride)
 {
     const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
     const int32_t full = local.act_min == -128 && local.act_max == 127;
     if (rows == 4) {
-        if (fast_outputs(&local, n)) {
+        if (full) {
             product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, 1);
         } else {
             product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, 0);
@@ -505,7 +517,7 @@ void mcuq_matmul_s8_chunk4(const mcuq_matmul_t *q, const uint32_t *block, int32_
         product4(&local, block, kc, w, ldw, n, sums, 1, 0, out, stride, 0);
     } else if (!last) {
         product4(&local, block, kc, w, ldw, n, sums, 0, 0, out, stride, 0);
-    } else if (fast_outputs(&local, n)) {
+    } else if (local.act_min == -128 && local.act_max == 127) {
         product4(&local, block, kc, w, ldw, n, sums, 0, 1, out, stride, 1);
     } else {
         product4(&local, block, kc, w, ldw, n, sums, 0, 1, out, stride, 0);
