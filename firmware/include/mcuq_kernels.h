@@ -366,11 +366,11 @@ mcuq_status_t mcuq_tanh_s8(const mcuq_tanh_params_t *p, const int8_t *input, int
  * The filter holds int4 values in [-8, 7] packed two per byte: element i (in the int8 kernel's
  * filter layout) in byte i / 2, low nibble first, as in a .tflite. Parameters, other buffers,
  * status codes and results are those of the int8 kernel above run on the unpacked filter (what
- * TFLM does with int4 filters). On DSP cores, CONV_2D (windows up to 640 elements, groups 1)
- * and FULLY_CONNECTED (depth up to 1280) unpack the weights in the inner loop, one AND per
- * weight (firmware/kernels/mcuq_support_s4.h), with a 2.5 KB column block and a 640-byte patch
- * on the stack. DEPTHWISE_CONV_2D unpacks filters of up to 2048 weights into a stack buffer and
- * runs mcuq_depthwise_conv2d_s8 on them (2 KB beside that kernel's own), larger ones in plain C. */
+ * TFLM does with int4 filters). Filters of up to 1280 weights are unpacked once per call into
+ * a stack buffer and run by that int8 kernel. Larger ones: on DSP cores CONV_2D (windows up to
+ * 640 elements, groups 1) and FULLY_CONNECTED (depth up to 1280) unpack the weights in the
+ * inner loop, one AND per two weights (firmware/kernels/mcuq_support_s4.h), with a 2.5 KB
+ * column block and a 640-byte patch on the stack; otherwise plain C reads each nibble. */
 mcuq_status_t mcuq_conv2d_s8_s4(const mcuq_conv_params_t *p, const int8_t *input, const uint8_t *filter,
                                 const int32_t *bias, int8_t *output);
 mcuq_status_t mcuq_depthwise_conv2d_s8_s4(const mcuq_conv_params_t *p, const int8_t *input,

@@ -1,4 +1,6 @@
-/* CONV_2D, int8 activations, packed int4 filter, int32 accumulator (contract in mcuq_kernels.h). */
+/* CONV_2D, int8 activations, packed int4 filter, int32 accumulator (contract in mcuq_kernels.h).
+ * Filters of up to MCUQ_S4_UNPACKED_BYTES weights run unpacked through mcuq_conv2d_s8; larger
+ * ones unpack their nibbles in the inner loop (DSP path) or read them one by one (plain C). */
 #include <stddef.h>
 
 #include "mcuq_kernels.h"
@@ -61,73 +63,9 @@ static void gather(const mcuq_conv_params_t *p, const int8_t *image, int32_t y0,
     }
 }
 
-/* Windows of at most PAIR_DEPTH elements keep two pixels' sums in one register: |w x| <= 8 * 128,
- * so |sum| <= 31 * 1024 < 2^15, and (x_a + 2^16 x_b) * w accumulates sum_a + 2^16 sum_b with
- * sum_a recoverable from the low half. One MLA per two MACs, no lane unpacking; the digits CNN's
- * first layer (8x8x1, 3x3, 8 channels) takes 55,600 instructions on qemu-m7 this way, 62,560 on
- * the SMLAD path (README, Decisions). */
-#define PAIR_DEPTH 31
-
-/* A 4-pixel block for product_pairs: words 2e and 2e + 1 hold element e of pixels 0 + 2^16 * 1
- * and 2 + 2^16 * 3. */
-static void pairs_put(uint32_t *block, int32_t r, const int8_t *patch, int32_t k)
-{
-    int32_t e;
-    uint32_t *dst = block + (r >> 1);
-    for (e = 0; e < k; e++, dst += 2) {
-        const uint32_t x = (uint32_t)(int32_t)patch[e];
-        *dst = (r & 1) ? *dst + (x << 16) : x;
-    }
-}
-
-/* A packed register's two 16-bit sums: the low half sign-extended, then the rest. */
-static inline void split(uint32_t a, int32_t *lo, int32_t *hi)
-{
-    *lo = (int32_t)((a & 0xFFFFu) ^ 0x8000u) - 0x8000;
-    *hi = mcuq_wrap32(a - (uint32_t)*lo) >> 16;
-}
-
-/* Four pixels (a pairs_put block) times every filter of k <= PAIR_DEPTH elements. */
-static void product_pairs(const mcuq_conv_params_t *p, const mcuq_s4_matmul_t *q, const uint32_t *block, int32_t k,
-                          const uint8_t *filter, int8_t *out)
-{
-    const int32_t n = p->output_c;
-    int32_t c, r;
-    for (c = 0; c < n; c++) {
-        const int32_t *cd = q->channel_data + 4 * c, s = c * k;
-        const uint8_t *w = filter + (s >> 1);
-        const uint32_t *x = block;
-        uint32_t a01 = 0, a23 = 0;
-        int32_t i = 0, sum[4];
-        if (s & 1) { /* the row starts in a high nibble */
-            const uint32_t w1 = (uint32_t)(((int32_t)((uint32_t)*w++ << 24)) >> 28);
-            a01 += w1 * x[0];
-            a23 += w1 * x[1];
-            x += 2;
-            i = 1;
-        }
-        for (; i + 1 < k; i += 2, x += 4) {
-            const uint32_t b = *w++;
-            const uint32_t w0 = (uint32_t)(((int32_t)(b << 28)) >> 28), w1 = (uint32_t)(((int32_t)(b << 24)) >> 28);
-            a01 += w0 * x[0] + w1 * x[2];
-            a23 += w0 * x[1] + w1 * x[3];
-        }
-        if (i < k) {
-            const uint32_t w0 = (uint32_t)(((int32_t)((uint32_t)*w << 28)) >> 28);
-            a01 += w0 * x[0];
-            a23 += w0 * x[1];
-        }
-        split(a01, &sum[0], &sum[1]);
-        split(a23, &sum[2], &sum[3]);
-        for (r = 0; r < 4; r++) {
-            out[r * n + c] = (int8_t)mcuq_requantize_channel(mcuq_add_wrap(cd[0], sum[r]), cd, q->output_offset,
-                                                             q->act_min, q->act_max);
-        }
-    }
-}
-
 /* Output pixels in runs of 4, 2 or 1: their windows as a column block times every filter. */
-static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const uint8_t *filter, int8_t *output)
+static MCUQ_S4_NOINLINE void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const uint8_t *filter,
+                                       int8_t *output)
 {
     uint32_t block[MCUQ_S4_BLOCK_WORDS];
     int8_t patch[MCUQ_S4_MAX_DEPTH];
@@ -148,11 +86,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const uin
         rows = pixels - i >= 4 && k <= MCUQ_S4_SHORT_DEPTH ? 4 : pixels - i >= 2 ? 2 : 1;
         for (r = 0; r < rows; r++) {
             gather(p, input + b * image_bytes, oy * p->stride_h - p->pad_top, ox * p->stride_w - p->pad_left, patch);
-            if (rows == 4 && k <= PAIR_DEPTH) {
-                pairs_put(block, r, patch, k);
-            } else {
-                mcuq_s4_block_put(block, rows, r, patch, k8);
-            }
+            mcuq_s4_block_put(block, rows, r, patch, k8);
             if (++ox == p->output_w) {
                 ox = 0;
                 if (++oy == p->output_h) {
@@ -161,11 +95,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const uin
                 }
             }
         }
-        if (rows == 4 && k <= PAIR_DEPTH) {
-            product_pairs(p, &q, block, k, filter, output);
-        } else {
-            mcuq_matmul_s8_s4(&q, block, rows, k, filter, n, output, n);
-        }
+        mcuq_matmul_s8_s4(&q, block, rows, k, filter, n, output, n);
     }
 }
 #endif
@@ -173,9 +103,15 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const uin
 mcuq_status_t mcuq_conv2d_s8_s4(const mcuq_conv_params_t *p, const int8_t *input, const uint8_t *filter,
                                 const int32_t *bias, int8_t *output)
 {
-    int32_t b, oy, ox, c, ky, kx, group_in, group_out;
+    int32_t b, oy, ox, c, ky, kx, group_in, group_out, weights;
     if (p->accumulator_bits != 32 || p->groups <= 0 || p->input_c % p->groups || p->output_c % p->groups) {
         return MCUQ_ERR_PARAMS;
+    }
+    weights = p->output_c * p->filter_h * p->filter_w * (p->input_c / p->groups);
+    if (weights <= MCUQ_S4_UNPACKED_BYTES) {
+        int8_t unpacked[MCUQ_S4_UNPACKED_BYTES];
+        mcuq_s4_unpack(filter, weights, unpacked);
+        return mcuq_conv2d_s8(p, input, unpacked, bias, output);
     }
 #if MCUQ_DSP
     if (p->groups == 1 && p->filter_h * p->filter_w * p->input_c <= MCUQ_S4_MAX_DEPTH &&

@@ -1,14 +1,12 @@
 /* DEPTHWISE_CONV_2D, int8 activations, packed int4 filter, int32 accumulator (mcuq_kernels.h).
- * Depthwise filters are small: up to UNPACKED_BYTES weights are unpacked once per call into a
- * stack buffer and run by mcuq_depthwise_conv2d_s8 (with its DSP path), as TFLM runs int4
- * filters; larger ones read their nibbles in a plain C loop (one SBFX each). */
+ * Depthwise filters are small: up to MCUQ_S4_UNPACKED_BYTES weights run unpacked through
+ * mcuq_depthwise_conv2d_s8 (its DSP path); larger ones read their nibbles in a plain C loop
+ * (one SBFX each). */
 #include <stddef.h>
 
 #include "mcuq_kernels.h"
 #include "mcuq_requantize.h"
 #include "mcuq_support_s4.h"
-
-#define UNPACKED_BYTES 2048 /* 3x3 windows over up to 227 channels */
 
 mcuq_status_t mcuq_depthwise_conv2d_s8_s4(const mcuq_conv_params_t *p, const int8_t *input,
                                           const uint8_t *filter, const int32_t *bias, int8_t *output)
@@ -18,11 +16,9 @@ mcuq_status_t mcuq_depthwise_conv2d_s8_s4(const mcuq_conv_params_t *p, const int
     if (p->accumulator_bits != 32 || p->depth_multiplier <= 0 || p->output_c != p->input_c * p->depth_multiplier) {
         return MCUQ_ERR_PARAMS;
     }
-    if (weights <= UNPACKED_BYTES) {
-        int8_t unpacked[UNPACKED_BYTES];
-        for (c = 0; c < weights; c++) {
-            unpacked[c] = (int8_t)mcuq_s4_at(filter, c);
-        }
+    if (weights <= MCUQ_S4_UNPACKED_BYTES) {
+        int8_t unpacked[MCUQ_S4_UNPACKED_BYTES];
+        mcuq_s4_unpack(filter, weights, unpacked);
         return mcuq_depthwise_conv2d_s8(p, input, unpacked, bias, output);
     }
     for (b = 0; b < p->batches; b++) {

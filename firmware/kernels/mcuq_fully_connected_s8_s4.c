@@ -1,4 +1,6 @@
-/* FULLY_CONNECTED, int8 activations, packed int4 filter (contract in mcuq_kernels.h). */
+/* FULLY_CONNECTED, int8 activations, packed int4 filter (contract in mcuq_kernels.h). Filters of
+ * up to MCUQ_S4_UNPACKED_BYTES weights run unpacked through mcuq_fully_connected_s8; larger ones
+ * unpack their nibbles in the inner loop (DSP path) or read them one by one (plain C). */
 #include <stddef.h>
 
 #include "mcuq_kernels.h"
@@ -7,7 +9,7 @@
 
 #if MCUQ_DSP
 /* Input rows in pairs (a 2-row column block) or alone, times every filter row. */
-static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const int8_t *input,
+static MCUQ_S4_NOINLINE void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const int8_t *input,
                                 const uint8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_S4_BLOCK_WORDS];
@@ -39,6 +41,11 @@ mcuq_status_t mcuq_fully_connected_s8_s4(const mcuq_fully_connected_params_t *p,
     int32_t b, o, i;
     if (p->accumulator_bits != 32) {
         return MCUQ_ERR_PARAMS;
+    }
+    if (p->units * p->depth <= MCUQ_S4_UNPACKED_BYTES) {
+        int8_t unpacked[MCUQ_S4_UNPACKED_BYTES];
+        mcuq_s4_unpack(filter, p->units * p->depth, unpacked);
+        return mcuq_fully_connected_s8(p, input, unpacked, bias, output);
     }
 #if MCUQ_DSP
     if (p->depth <= 2 * MCUQ_S4_MAX_DEPTH && (p->bias_folded || bias == NULL)) { /* 1 row: 4 words per 8 inputs */

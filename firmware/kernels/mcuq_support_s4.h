@@ -17,6 +17,34 @@ static inline int32_t mcuq_s4_at(const uint8_t *w, int32_t i)
     return ((int32_t)((byte << (28 - 4 * (i & 1))) & UINT32_C(0xF0000000))) >> 28;
 }
 
+/* Filters of at most this many weights are unpacked once per call into a stack buffer and run
+ * by the int8 kernel (as TFLM runs int4 filters; 3x3 windows over 8 x 16 or 128 channels): with
+ * that kernel's own stack (4.3 KB at most, conv's DSP path) it stays within the firmware's 8 KB.
+ * The s4 DSP paths are not inlined into the kernels, so their buffers are not on that stack. */
+#define MCUQ_S4_UNPACKED_BYTES 1280
+
+#if defined(__GNUC__)
+#define MCUQ_S4_NOINLINE __attribute__((noinline))
+#else
+#define MCUQ_S4_NOINLINE
+#endif
+
+/* The n weights of a packed filter as int8 values, four at a time: the nibbles of two bytes
+ * spread to one byte each, then bit 3 of each byte sign-extended (times 0x1E: 8 -> 0xF0). */
+static inline void mcuq_s4_unpack(const uint8_t *w, int32_t n, int8_t *out)
+{
+    int32_t i;
+    for (i = 0; i + 4 <= n; i += 4, w += 2) {
+        uint32_t t = (uint32_t)w[0] | ((uint32_t)w[1] << 8);
+        t = (t | (t << 8)) & UINT32_C(0x00FF00FF);
+        t = (t | (t << 4)) & UINT32_C(0x0F0F0F0F);
+        mcuq_write_u32(out + i, t | ((t & UINT32_C(0x08080808)) * 0x1Eu));
+    }
+    for (; i < n; i++) {
+        out[i] = (int8_t)mcuq_s4_at(w, i & 3);
+    }
+}
+
 #if MCUQ_DSP
 /* ---- DSP paths ------------------------------------------------------------------------------
  * Eight int4 weights w0..w7 (nibbles 0..7 of a word v) unpack with one AND each into int16
