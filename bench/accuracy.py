@@ -412,15 +412,15 @@ stays one) until its worst case fits int32, and says so.
 **16-bit accumulation (decided, measured).** Cortex-M4/M7's SMLAD already does two 16x16 MACs
 into 32 bits per instruction, so a narrower accumulator helps only where it lets two sums share
 one register: (x_a + 2^16 x_b) * w adds sum_a + 2^16 sum_b with one MLA, sum_a read back from
-the low half when |sum_a| < 2^15. The s8_s4 convolution does this for windows of at most 31
-elements, where |w x| <= 8 * 128 proves the bound for any weights and inputs: the digits CNN's
-first layer (int4, 3x3x1, 8 channels) takes 55,600 instructions on qemu-m7 against 62,560 on the
-SMLAD path (57,600 against 61,160 for the same loop with one 32-bit accumulator per pixel, in the
-first experiment). It is kept there. Elsewhere the bound rarely holds: `accumulator_bits` finds
-0 of 48 conv/FC layers within 16 bits in ad01_int8, vww_96_int8 and pretrainedResnet_quant
-(18 to 32 bits), and 1 of 3 in the digits CNN with searched bitwidths (conv1, 15 bits), so the
-int8 kernels get no 16-bit path (their bound per layer would need a flag in the kernel params for
-no measured model).
+the low half when |sum_a| < 2^15. Tried in the s8_s4 convolution for windows of at most 31
+elements, where |w x| <= 8 * 128 proves the bound for any data, on the digits CNN's int4 first
+layer (8x8x1, 3x3, 8 channels) on qemu-m7: 55,600 instructions, against 62,560 for the SMLAD
+path with nibbles unpacked in the loop (57,600 against 61,160 for the same loop with one 32-bit
+accumulator per pixel). But unpacking that small filter once into int8 and running the int8
+kernel takes 44,840, so the 16-bit path served no layer and was removed. Elsewhere the bound
+rarely holds: `accumulator_bits` finds 0 of 48 conv/FC layers within 16 bits in ad01_int8,
+vww_96_int8 and pretrainedResnet_quant (18 to 32 bits), and 1 of 3 in the digits CNN with
+searched bitwidths (that conv1, 15 bits), so the int8 kernels get no 16-bit path either.
 """
 
 
