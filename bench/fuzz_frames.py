@@ -62,7 +62,7 @@ def main() -> None:
             sys.exit(str(e))
         for name, exe, runs in (("frame parser", parser_exe, args.runs),
                                 (f"request handling ({APP_MODEL})", app_exe, args.app_runs)):
-            work = tmp / exe.name
+            work = tmp / f"{exe.name}-run"
             work.mkdir()
             results[name] = fuzz(exe, runs, args.seed, work)
     keys = list(next(iter(results.values())))
