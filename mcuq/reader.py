@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tflite
@@ -85,6 +86,116 @@ def read_model_bytes(buf: bytes, name: str = "model", origin: str = "<bytes>") -
         raise ModelError(f"{origin}: corrupt or truncated flatbuffer ({type(e).__name__}: {e})") from None
 
 
+Fail = Callable[[str], ModelError]
+
+
+def _check_shape(name: str, shape: tuple[int, ...], dtype: str, fail: Fail) -> int:
+    """The element count of a tensor of a known type, rank and size (ModelError otherwise)."""
+    if dtype not in _DTYPES.values():
+        raise fail(f"tensor '{name}' has type {dtype}, which mcuq does not handle")
+    if len(shape) > MAX_RANK:
+        raise fail(f"tensor '{name}' has {len(shape)} dimensions, limit {MAX_RANK}")
+    if any(d < 0 for d in shape):
+        raise fail(f"tensor '{name}' has a negative dimension {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= d
+    nbytes = (count + 1) // 2 if dtype == "int4" else count * np.dtype(dtype).itemsize
+    if nbytes > MAX_TENSOR_BYTES:
+        raise fail(f"tensor '{name}' {list(shape)} {dtype} takes {nbytes:,} bytes, limit {MAX_TENSOR_BYTES:,}")
+    return count
+
+
+def _check_quant(name: str, q: Quant, shape: tuple[int, ...], dtype: str, fail: Fail) -> None:
+    if len(q.scale) != len(q.zero_point):
+        raise fail(f"tensor '{name}' has {len(q.scale)} scales and {len(q.zero_point)} zero points")
+    if len(q.scale) > 1 and not (0 <= q.axis < len(shape) and shape[q.axis] == len(q.scale)):
+        raise fail(f"tensor '{name}' has {len(q.scale)} scales but dimension {q.axis} of {list(shape)}")
+    if not all(np.isfinite(s) and s > 0 for s in q.scale):
+        raise fail(f"tensor '{name}' has a non-positive or non-finite scale")
+    info = np.iinfo(dtype if dtype in _INTEGER else "int32")
+    if not all(info.min <= z <= info.max for z in q.zero_point):
+        raise fail(f"tensor '{name}' has a zero point outside [{info.min}, {info.max}]")
+
+
+def _check_total(tensors: tuple[Tensor, ...], fail: Fail) -> None:
+    total = sum(t.nbytes for t in tensors)
+    if total > MAX_GRAPH_BYTES:
+        raise fail(f"tensors take {total:,} bytes together, limit {MAX_GRAPH_BYTES:,}")
+
+
+def _check_dataflow(graph: Graph, fail: Fail) -> None:
+    """What every later stage relies on: inputs and outputs; window attributes of at least 1;
+    operand counts and ranks of the ops mcuq knows; each tensor a node of mcuq's reads is a graph
+    input, a constant or written by an earlier node; no tensor is written twice, no constant or
+    graph input is overwritten; every graph output is written by a node. Nodes of other ops are
+    only refused later, by name."""
+    if not graph.inputs or not graph.outputs:
+        raise fail(f"graph has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs, "
+                   "needs at least one of each")
+    written = set(graph.inputs)
+    for t in graph.inputs:
+        if graph.tensors[t].is_const:
+            raise fail(f"graph input '{graph.tensors[t].name}' is a constant")
+    for node in graph.nodes:
+        where = f"operator {node.index} ({node.op})"
+        for key in _POSITIVE:
+            if key in node.attrs and node.attrs[key] < 1:
+                raise fail(f"{where} has {key} {node.attrs[key]}, needs at least 1")
+        if node.supported:
+            _check_operands(node, graph.tensors, where, fail)
+            for t in node.inputs:
+                if t != NO_TENSOR and t not in written and not graph.tensors[t].is_const:
+                    raise fail(f"{where} reads tensor '{graph.tensors[t].name}' before any operator writes it")
+        if not node.outputs or NO_TENSOR in node.outputs:
+            raise fail(f"{where} has no output tensor")
+        for t in node.outputs:
+            if t in written or graph.tensors[t].is_const:
+                raise fail(f"{where} writes tensor '{graph.tensors[t].name}', which is a graph input, "
+                           "a constant or written before")
+            written.add(t)
+    for t in graph.outputs:
+        if t not in written or t in graph.inputs:
+            raise fail(f"graph output '{graph.tensors[t].name}' is not written by any operator")
+
+
+def _check_window(node: Node, tensors: tuple[Tensor, ...], where: str, fail: Fail) -> None:
+    """A window (dilated filter or pool) reaches at most MAX_OVERHANG elements past its input,
+    so padding it stays small (a dilation of 65536 would pad a 6x6 input to 6x131078)."""
+    a, x = node.attrs, tensors[node.inputs[0]].shape
+    if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D):
+        kh, kw = tensors[node.inputs[1]].shape[1:3]
+    else:
+        kh, kw = a["filter_h"], a["filter_w"]
+    for axis, k, d, size in (("height", kh, a.get("dilation_h", 1), x[1]),
+                             ("width", kw, a.get("dilation_w", 1), x[2])):
+        extent = (k - 1) * d + 1
+        if extent > size + MAX_OVERHANG:
+            raise fail(f"{where} has a window {extent} wide over an input {axis} of {size}, "
+                       f"limit {size + MAX_OVERHANG}")
+
+
+def _check_operands(node: Node, tensors: tuple[Tensor, ...], where: str, fail: Fail) -> None:
+    lo, hi, ranks = _OPERANDS[node.op]
+    if not lo <= len(node.inputs) <= hi or len(node.outputs) != 1:
+        need = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        raise fail(f"{where} has {len(node.inputs)} inputs and {len(node.outputs)} outputs, "
+                   f"needs {need} inputs and 1 output")
+    for k in range(min(lo, 2)):  # the data input and a required second operand are never absent
+        if node.inputs[k] == NO_TENSOR:
+            raise fail(f"{where} input {k} is absent")
+    for t in (*node.inputs, *node.outputs):
+        if t != NO_TENSOR and 0 in tensors[t].shape:
+            raise fail(f"{where} operand '{tensors[t].name}' {list(tensors[t].shape)} has no elements")
+    for k, rank in ranks.items():
+        t = node.outputs[0] if k == "out" else node.inputs[k] if k < len(node.inputs) else NO_TENSOR
+        if t != NO_TENSOR and len(tensors[t].shape) != rank:
+            raise fail(f"{where} {'output' if k == 'out' else f'input {k}'} '{tensors[t].name}' has "
+                       f"shape {list(tensors[t].shape)}, needs {rank} dimensions")
+    if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.AVERAGE_POOL_2D, Op.MAX_POOL_2D):
+        _check_window(node, tensors, where, fail)
+
+
 def _text(raw: bytes | None, limit: int = 120) -> str:
     """A name from the file, printable on one line (and in a C comment): control characters and
     '*/' replaced, long names cut."""
@@ -117,9 +228,7 @@ class _Reader:
         opnames, versions = self.opcodes()
         n_t = self.count(sg.TensorsLength(), "tensors")
         tensors = tuple(self.tensor(sg.Tensors(i), i) for i in range(n_t))
-        total = sum(t.nbytes for t in tensors)
-        if total > MAX_GRAPH_BYTES:
-            raise self.fail(f"tensors take {total:,} bytes together, limit {MAX_GRAPH_BYTES:,}")
+        _check_total(tensors, self.fail)
         nodes = []
         for i in range(self.count(sg.OperatorsLength(), "operators")):
             op = sg.Operators(i)
@@ -131,82 +240,14 @@ class _Reader:
             name = opnames[code]
             kind = Op(name) if name in Op.__members__ else name
             attrs = self.attributes(kind, op, i)
-            for key in _POSITIVE:
-                if key in attrs and attrs[key] < 1:
-                    raise self.fail(f"operator {i} ({kind}) has {key} {attrs[key]}, needs at least 1")
             nodes.append(Node(i, kind, ins, outs, attrs, versions[code]))
         inputs = self.indices(sg.InputsAsNumpy() if sg.InputsLength() else [], n_t, "graph input")
         outputs = self.indices(sg.OutputsAsNumpy() if sg.OutputsLength() else [], n_t, "graph output")
         if NO_TENSOR in inputs or NO_TENSOR in outputs:
             raise self.fail("graph input or output index -1")
-        if not inputs or not outputs:
-            raise self.fail(f"graph has {len(inputs)} inputs and {len(outputs)} outputs, needs at least one of each")
         graph = Graph(tensors, tuple(nodes), inputs, outputs, self.name)
-        self.check_dataflow(graph)
+        _check_dataflow(graph, self.fail)
         return graph
-
-    def check_dataflow(self, graph: Graph) -> None:
-        """What every later stage relies on: operand counts and ranks of the ops mcuq knows, and
-        each tensor a node of mcuq's reads is a graph input, a constant or written by an earlier
-        node; no tensor is written twice, no constant or graph input is overwritten; every graph
-        output is written by a node. Nodes of other ops are only refused later, by name."""
-        written = set(graph.inputs)
-        for t in graph.inputs:
-            if graph.tensors[t].is_const:
-                raise self.fail(f"graph input '{graph.tensors[t].name}' is a constant")
-        for node in graph.nodes:
-            where = f"operator {node.index} ({node.op})"
-            if node.supported:
-                self.check_operands(node, graph.tensors, where)
-                for t in node.inputs:
-                    if t != NO_TENSOR and t not in written and not graph.tensors[t].is_const:
-                        raise self.fail(f"{where} reads tensor '{graph.tensors[t].name}' before any "
-                                        "operator writes it")
-            if not node.outputs or NO_TENSOR in node.outputs:
-                raise self.fail(f"{where} has no output tensor")
-            for t in node.outputs:
-                if t in written or graph.tensors[t].is_const:
-                    raise self.fail(f"{where} writes tensor '{graph.tensors[t].name}', which is a graph input, "
-                                    "a constant or written before")
-                written.add(t)
-        for t in graph.outputs:
-            if t not in written or t in graph.inputs:
-                raise self.fail(f"graph output '{graph.tensors[t].name}' is not written by any operator")
-
-    def check_window(self, node: Node, tensors: tuple[Tensor, ...], where: str) -> None:
-        """A window (dilated filter or pool) reaches at most MAX_OVERHANG elements past its input,
-        so padding it stays small (a dilation of 65536 would pad a 6x6 input to 6x131078)."""
-        a, x = node.attrs, tensors[node.inputs[0]].shape
-        if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D):
-            kh, kw = tensors[node.inputs[1]].shape[1:3]
-        else:
-            kh, kw = a["filter_h"], a["filter_w"]
-        for axis, k, d, size in (("height", kh, a.get("dilation_h", 1), x[1]),
-                                 ("width", kw, a.get("dilation_w", 1), x[2])):
-            extent = (k - 1) * d + 1
-            if extent > size + MAX_OVERHANG:
-                raise self.fail(f"{where} has a window {extent} wide over an input {axis} of {size}, "
-                                f"limit {size + MAX_OVERHANG}")
-
-    def check_operands(self, node: Node, tensors: tuple[Tensor, ...], where: str) -> None:
-        lo, hi, ranks = _OPERANDS[node.op]
-        if not lo <= len(node.inputs) <= hi or len(node.outputs) != 1:
-            need = f"{lo}" if lo == hi else f"{lo} to {hi}"
-            raise self.fail(f"{where} has {len(node.inputs)} inputs and {len(node.outputs)} outputs, "
-                            f"needs {need} inputs and 1 output")
-        for k in range(min(lo, 2)):  # the data input and a required second operand are never absent
-            if node.inputs[k] == NO_TENSOR:
-                raise self.fail(f"{where} input {k} is absent")
-        for t in (*node.inputs, *node.outputs):
-            if t != NO_TENSOR and 0 in tensors[t].shape:
-                raise self.fail(f"{where} operand '{tensors[t].name}' {list(tensors[t].shape)} has no elements")
-        for k, rank in ranks.items():
-            t = node.outputs[0] if k == "out" else node.inputs[k] if k < len(node.inputs) else NO_TENSOR
-            if t != NO_TENSOR and len(tensors[t].shape) != rank:
-                raise self.fail(f"{where} {'output' if k == 'out' else f'input {k}'} '{tensors[t].name}' has "
-                                f"shape {list(tensors[t].shape)}, needs {rank} dimensions")
-        if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.AVERAGE_POOL_2D, Op.MAX_POOL_2D):
-            self.check_window(node, tensors, where)
 
     def opcodes(self) -> tuple[list[str], list[int]]:
         names, versions = [], []
@@ -241,15 +282,7 @@ class _Reader:
             sig = [int(d) for d in t.ShapeSignatureAsNumpy()]
             if len(sig) == len(shape) and any(d < 0 for d in sig[1:]):
                 raise self.fail(f"tensor '{name}' has a dynamic shape {sig}; mcuq needs static shapes")
-        if any(d < 0 for d in shape):
-            raise self.fail(f"tensor '{name}' has a negative dimension {list(shape)}")
-        count = 1
-        for d in shape:
-            count *= d
-        nbytes = (count + 1) // 2 if dtype == "int4" else count * np.dtype(dtype).itemsize
-        if nbytes > MAX_TENSOR_BYTES:
-            raise self.fail(f"tensor '{name}' {list(shape)} {dtype} takes {nbytes:,} bytes, "
-                            f"limit {MAX_TENSOR_BYTES:,}")
+        count = _check_shape(name, shape, dtype, self.fail)
         quant = self.quantization(t.Quantization(), name, shape, dtype)
         data = self.constant(t.Buffer(), name, dtype, shape, count)
         return Tensor(index, name, shape, dtype, quant, data)
@@ -261,15 +294,9 @@ class _Reader:
         zps = tuple(int(z) for z in q.ZeroPointAsNumpy()) if q.ZeroPointLength() else (0,)
         if len(zps) < len(scale):
             zps = zps + (zps[0],) * (len(scale) - len(zps))  # TFLM: channels without one use zp[0]
-        axis = int(q.QuantizedDimension())
-        if len(scale) > 1 and not (0 <= axis < len(shape) and shape[axis] == len(scale)):
-            raise self.fail(f"tensor '{name}' has {len(scale)} scales but dimension {axis} of {list(shape)}")
-        if not all(np.isfinite(s) and s > 0 for s in scale):
-            raise self.fail(f"tensor '{name}' has a non-positive or non-finite scale")
-        info = np.iinfo(dtype if dtype in _INTEGER else "int32")
-        if not all(info.min <= z <= info.max for z in zps):
-            raise self.fail(f"tensor '{name}' has a zero point outside [{info.min}, {info.max}]")
-        return Quant(scale, zps[: len(scale)], axis)
+        quant = Quant(scale, zps[: len(scale)], int(q.QuantizedDimension()))
+        _check_quant(name, quant, shape, dtype, self.fail)
+        return quant
 
     def constant(self, index: int, name: str, dtype: str, shape, count: int) -> np.ndarray | None:
         if index == 0:
