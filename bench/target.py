@@ -194,18 +194,21 @@ def print_changes(old: dict | None, new: dict) -> None:
     if old is None:
         print("\nno previous record in history.jsonl")
         return
-    print(f"\nchange against {old['commit'][:10]} ({old['date']}):")
-    rows = []
+    rows, same = [], 0
     for key, figures in new["results"].items():
         before = old["results"].get(key)
         for k in TRACKED:
             if before is None or k not in before:
                 continue
             delta = figures[k] - before[k]
-            flag = "WORSE" if delta > 0 else ("better" if delta < 0 else "")
+            if delta == 0:
+                same += 1
+                continue
             pct = f"{100 * delta / before[k]:+.2f}%" if before[k] else ""
-            rows.append((key, k, before[k], figures[k], f"{delta:+,}", pct, flag))
-    print_table(("model@board", "figure", "before", "now", "change", "%", ""), rows)
+            rows.append((key, k, before[k], figures[k], f"{delta:+,}", pct, "WORSE" if delta > 0 else "better"))
+    print(f"\nchange against {old['commit'][:10]} ({old['date']}), {same} figures unchanged:")
+    if rows:
+        print_table(("model@board", "figure", "before", "now", "change", "%", ""), rows)
 
 
 def main() -> None:
