@@ -454,6 +454,87 @@ static inline __attribute__((always_inline)) void product2(const mcuq_matmul_t *
     }
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* The channel loop of a 1-row product in assembly, two channels at a time, for rows of a
+ * multiple of 8 elements at word-aligned addresses and outputs4_s8()-style outputs (r > 0,
+ * int8 clamp): per turn one LDM of the block's two groups and one LDRD of each row's two
+ * weight words. Its state lives in a rows1_t; the C twin is product1(). */
+typedef struct {
+    const uint32_t *x;    /* [0] the block */
+    const uint32_t *xend; /* [4] block + 2 * groups */
+    const int8_t *w;      /* [8] weight row of the first channel */
+    int32_t k;            /* [12] row stride */
+    const int32_t *cd;    /* [16] channel_data row of the next pair */
+    const int32_t *cde;   /* [20] end of the pairs */
+    int8_t *out;          /* [24] output of the next pair */
+    int32_t zp;           /* [28] */
+    int32_t row_bias;     /* [32] */
+} rows1_t;
+
+/* Two weight words in r4, r5 times block words r8..r11 into the sum in register a. */
+#define ASM_PAIR(a)                                                                                       \
+    "sxtb16 r6, r4\n\t"                                                                                   \
+    "smlad  " a ", r8, r6, " a "\n\t"                                                                     \
+    "sxtb16 r4, r4, ror #8\n\t"                                                                           \
+    "smlad  " a ", r9, r4, " a "\n\t"                                                                     \
+    "sxtb16 r6, r5\n\t"                                                                                   \
+    "smlad  " a ", r10, r6, " a "\n\t"                                                                    \
+    "sxtb16 r5, r5, ror #8\n\t"                                                                           \
+    "smlad  " a ", r11, r5, " a "\n\t"
+/* Output of sum a into r9: M in r5, r in r6, h in r7, zp in r10 (as outputs4_s8()). */
+#define ASM_OUTPUT1(a)                                                                                    \
+    "add    r9, r7, " a ", asr #31\n\t"                                                                   \
+    "and    r8, " a ", #0x80000000\n\t"                                                                   \
+    "orr    r8, r8, #0x40000000\n\t"                                                                      \
+    "smlal  r8, r9, " a ", r5\n\t"                                                                        \
+    "asr    r9, r9, r6\n\t"                                                                               \
+    "add    r9, r9, r10\n\t"                                                                              \
+    "ssat   r9, #8, r9\n\t"
+
+static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
+{
+    (void)s;
+    __asm__("push   {r4-r11, lr}\n\t"
+            "ldr    r12, [r0, #8]\n\t"
+            "1:\n\t"
+            "ldr    r1, [r0, #16]\n\t"
+            "ldr    r3, [r0, #32]\n\t"
+            "ldr    r2, [r1, #16]\n\t" /* the biases of both channels, plus row_bias */
+            "ldr    r1, [r1]\n\t"
+            "add    r1, r1, r3\n\t"
+            "add    r2, r2, r3\n\t"
+            "ldr    r3, [r0, #12]\n\t"
+            "add    r3, r12, r3\n\t" /* the second channel's row */
+            "ldrd   r7, lr, [r0, #0]\n\t"
+            "2:\n\t"
+            "ldm    r7!, {r8, r9, r10, r11}\n\t"
+            "ldrd   r4, r5, [r12], #8\n\t" ASM_PAIR("r1")
+            "ldrd   r4, r5, [r3], #8\n\t" ASM_PAIR("r2")
+            "cmp    r7, lr\n\t"
+            "bne    2b\n\t"
+            "mov    r12, r3\n\t" /* the next pair's first row */
+            "ldr    lr, [r0, #16]\n\t"
+            "ldr    r10, [r0, #28]\n\t"
+            "ldr    r11, [r0, #24]\n\t"
+            "ldrd   r5, r6, [lr, #4]\n\t"
+            "ldr    r7, [lr, #12]\n\t" ASM_OUTPUT1("r1")
+            "strb   r9, [r11]\n\t"
+            "ldrd   r5, r6, [lr, #20]\n\t"
+            "ldr    r7, [lr, #28]\n\t" ASM_OUTPUT1("r2")
+            "strb   r9, [r11, #1]\n\t"
+            "add    r11, r11, #2\n\t"
+            "str    r11, [r0, #24]\n\t"
+            "add    lr, lr, #32\n\t"
+            "str    lr, [r0, #16]\n\t"
+            "ldr    r3, [r0, #20]\n\t"
+            "cmp    lr, r3\n\t"
+            "bne    1b\n\t"
+            "pop    {r4-r11, pc}\n\t");
+}
+#undef ASM_PAIR
+#undef ASM_OUTPUT1
+#endif
+
 /* 1-row blocks: four weight rows at a time. A last block of m < 4 rows reads rows (0, 1, 0, 1)
  * for m = 2, (0, 1, 1, 2) for m = 3 and row 0 four times for m = 1. */
 static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *q, const uint32_t *block,
@@ -484,10 +565,24 @@ static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *
     }
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* 1 when every channel_data row of n channels has r > 0. */
+static int32_t shifts_fast(const mcuq_matmul_t *q, int32_t n)
+{
+    int32_t c;
+    for (c = 0; c < n; c++) {
+        if (q->channel_data[4 * c + 2] <= 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+#endif
+
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride)
 {
-    const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
+    mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
     const int32_t full = local.act_min == -128 && local.act_max == 127;
     if (rows == 4) {
         if (full) {
@@ -498,9 +593,29 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     } else if (full) {
         if (rows == 2) {
             product2(&local, block, k, w, n, out, stride, 1);
-        } else {
-            product1(&local, block, k, w, n, out, 1);
+            return;
         }
+#if defined(__ARM_FEATURE_DSP)
+        if ((k & 7) == 0 && k > 0 && n >= 2 && ((uintptr_t)w & 3) == 0 && shifts_fast(&local, n)) {
+            rows1_t st;
+            st.x = block;
+            st.xend = block + 2 * (k >> 2);
+            st.w = w;
+            st.k = k;
+            st.cd = local.channel_data;
+            st.cde = local.channel_data + 4 * (n & ~1);
+            st.out = out;
+            st.zp = local.output_offset;
+            st.row_bias = local.row_bias[0];
+            rows1_asm(&st);
+            if (n & 1) { /* the last channel */
+                local.channel_data += 4 * (n - 1);
+                product1(&local, block, k, w + (n - 1) * k, 1, out + n - 1, 1);
+            }
+            return;
+        }
+#endif
+        product1(&local, block, k, w, n, out, 1);
     } else if (rows == 2) {
         product2(&local, block, k, w, n, out, stride, 0);
     } else {
