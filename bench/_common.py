@@ -82,12 +82,13 @@ class OnTarget:
 
 
 def run_on_target(model: Path, board: str, pack_dir: Path, count: int,
-                  warn: Callable[[str], None] = print) -> OnTarget:
-    """Pack ``model`` (a .tflite, default quantization options) for ``board`` into ``pack_dir``,
+                  warn: Callable[[str], None] = print,
+                  options: pipeline.QuantOptions = pipeline.QuantOptions()) -> OnTarget:
+    """Pack ``model`` (a .tflite, quantized with ``options`` if float) for ``board`` into ``pack_dir``,
     build the firmware, flash it (emulated boards: start QEMU), run ``count`` seeded random inputs
     with `mcuq verify` and stop the emulator, whatever happened. Exits with verify's table when
     any output is not bit-exact: a count of a wrong computation is worth nothing."""
-    packed = pipeline.pack(model, board, pack_dir, pipeline.QuantOptions(), warn)
+    packed = pipeline.pack(model, board, pack_dir, options, warn)
     built = build(pack_dir)
     try:
         flash.flash(pack_dir)

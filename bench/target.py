@@ -17,6 +17,11 @@ per output (all depthwise layers here are 3x3), a and b cannot be told apart and
 unsplit. Ops without MACs (ADD, pooling, softmax, ...) are per-output work. The fit's worst
 relative residual is printed beside it.
 
+Beside each int8 model runs a power-of-two version (every requantization a shift: `--scheme
+pow2`), quantized by mcuq from the float original (ad01_fp32, vww_96_float, pretrainedResnet;
+kws_ref_model_float32 is a dynamic-range hybrid, so kws has none) and calibrated on seeded random
+inputs: its counts are comparable, its accuracy is not measured here.
+
 Each run appends one record (git commit, date, per board and model: instructions, arena, code,
 flash, RAM) to bench/results/history.jsonl and prints the change against the previous record, so
 a change that makes anything slower or bigger shows.
@@ -38,11 +43,14 @@ from _common import RESULTS, ROOT, model_path, print_table, run_on_target, write
 from arena import RECORDED_TFLM_TOTAL, tflm_allocations
 
 from mcuq import __version__
+from mcuq.pipeline import QuantOptions
+from mcuq.quant import Scheme
 
 BOARDS = ("qemu-m7", "qemu-m4")
 MODELS = tuple(RECORDED_TFLM_TOTAL)
 COUNT = 3
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+POW2_SOURCE = {"ad01_int8": "ad01_fp32", "vww_96_int8": "vww_96_float", "pretrainedResnet_quant": "pretrainedResnet"}
 HISTORY = RESULTS / "history.jsonl"
 # TFLM + CMSIS-NN on qemu-m7 (issue 5): instructions, arena bytes (32-bit build), code bytes.
 TFLM_M7 = {"ad01_int8": (583255, 2580, 25568), "kws_ref_model": (7643132, 22820, 51360),
@@ -75,9 +83,12 @@ def kind(graph, node) -> str:
     return op
 
 
-def measure(name: str, board: str, work: Path, tflm: dict[str, int]) -> dict:
-    """Pack, build, flash and verify ``name`` on ``board``: totals and one row per layer."""
-    run = run_on_target(model_path(name), board, work / f"{name}-{board}", COUNT)
+def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Scheme = Scheme.TFLITE) -> dict:
+    """Pack, build, flash and verify ``name`` (pow2: its float source quantized with power-of-two
+    scales) on ``board``: totals and one row per layer."""
+    source = name if scheme == Scheme.TFLITE else POW2_SOURCE[name]
+    run = run_on_target(model_path(source), board, work / f"{source}-{scheme}-{board}", COUNT, print,
+                        QuantOptions(scheme=scheme))
     packed, built, result = run.packed, run.built, run.result
     graph = packed.integer.graph
     macs = sum(c.macs for c in result.layers)
@@ -90,6 +101,8 @@ def measure(name: str, board: str, work: Path, tflm: dict[str, int]) -> dict:
                        "instructions": round(c.count)})
     return {
         "model": name,
+        "scheme": str(scheme),
+        "source": source,
         "board": board,
         "sha256": packed.manifest["model_sha256"],
         "bit_exact_inputs": result.exact,
@@ -176,10 +189,15 @@ def git_state() -> tuple[str, bool]:
     return head or "unknown", bool(dirty)
 
 
+def key(run: dict) -> str:
+    """model@board, model/pow2@board for the power-of-two versions."""
+    return f"{run['model']}{'' if run['scheme'] == Scheme.TFLITE else '/' + run['scheme']}@{run['board']}"
+
+
 def history_record(runs: list[dict]) -> dict:
     commit, dirty = git_state()
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit, "dirty": dirty,
-            "results": {f"{r['model']}@{r['board']}": {k: r[k] for k in TRACKED} for r in runs}}
+            "results": {key(r): {k: r[k] for k in TRACKED} for r in runs}}
 
 
 def previous_record() -> dict | None:
@@ -215,12 +233,15 @@ def main() -> None:
     tflm = {name: tflm_allocations(model_path(name), 1) for name in MODELS}
     with tempfile.TemporaryDirectory(prefix="mcuq-bench-") as work:
         runs = [measure(name, board, Path(work), tflm[name]) for board in BOARDS for name in MODELS]
-    fits = {board: fit_mac_cost([r for r in runs if r["board"] == board]) for board in BOARDS}
+        runs += [measure(name, board, Path(work), tflm[name], Scheme.POW2) for board in BOARDS
+                 for name in MODELS if name in POW2_SOURCE]
+    fits = {board: fit_mac_cost([r for r in runs if r["board"] == board and r["scheme"] == Scheme.TFLITE])
+            for board in BOARDS}
     for r in runs:
         r["work_split"] = work_split(r, fits[r["board"]])
-    print_table(("model", "board", "instructions", "MACs", "instr/MAC", "MAC loops", "per-output", "unsplit",
+    print_table(("model", "scheme", "board", "instructions", "MACs", "instr/MAC", "MAC loops", "per-output", "unsplit",
                  "TFLM (m7)", "arena", "TFLM head", "code", "weights", "tables", "RAM"),
-                [(r["model"], r["board"], r["instructions"], r["macs"], f"{r['instructions_per_mac']:.2f}",
+                [(r["model"], r["scheme"], r["board"], r["instructions"], r["macs"], f"{r['instructions_per_mac']:.2f}",
                   r["work_split"]["mac_loops"], r["work_split"]["per_output"], r["work_split"]["unsplit"],
                   TFLM_M7[r["model"]][0], r["arena_bytes"], r["tflm_arena_head_bytes"], r["code_bytes"],
                   r["weight_bytes"], r["table_bytes"], r["ram_bytes"]) for r in runs])
@@ -231,7 +252,7 @@ def main() -> None:
     print("\nper layer (instructions per MAC, or per output element for ops without MACs):")
     for r in runs:
         cells = [f"{x['op'][:4]}{x['index']}:{x['instructions'] / (x['macs'] or x['outputs']):.2f}" for x in r["layers"]]
-        print(f"  {r['model']}@{r['board']}: {' '.join(cells)}")
+        print(f"  {key(r)}: {' '.join(cells)}")
     path = write_results("target", {
         "mcuq_version": __version__,
         "tflite_micro_version": version("tflite-micro"),
