@@ -254,10 +254,10 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 }
 
 #if defined(__ARM_FEATURE_DSP)
-/* The whole channel loop of a 4-row product in assembly, for whole groups (k a multiple of 4,
- * at least 4) and outputs4_s8() outputs: per channel its bias into the four sums, dot_4x1()'s
- * loop (entered at its second group when the count is odd), then outputs4_s8(). Its state
- * lives in a rows4_t; the C twin is channel4() with outputs4_s8(). */
+/* The whole channel loop of a 4-row product in assembly, for outputs4_s8() outputs: per channel
+ * its bias into the four sums, dot_4x1()'s loop over every group, the last one partial or not
+ * (entered at its second group when the count is odd), then outputs4_s8(). Its state lives in
+ * a rows4_t; the C twin is channel4() with outputs4_s8(). */
 typedef struct {
     const uint32_t *x;    /* [0] the block */
     const uint32_t *xend; /* [4] block + 8 * groups */
@@ -267,6 +267,7 @@ typedef struct {
     int8_t *out;          /* [20] output of the next channel in row 0 */
     int32_t stride;       /* [24] */
     int32_t zp;           /* [28] */
+    int32_t back;         /* [32] k4 - k */
 } rows4_t;
 
 /* r1-r4: the sums; r12: weights; r7: block; r5, r6: weight word, its unpacked half. */
@@ -294,43 +295,58 @@ typedef struct {
     "add    r9, r9, r10\n\t"                                                                              \
     "ssat   r9, #8, r9\n\t"
 
+/* rewind: instructions after a channel's loop that bring r12 back to the next weight row. */
+#define ROWS4_ASM(rewind)                                                                                 \
+    __asm__("push   {r4-r11, lr}\n\t"                                                                     \
+            "ldr    r12, [r0, #8]\n\t"                                                                    \
+            "1:\n\t"                                                                                      \
+            "ldrd   r7, lr, [r0, #0]\n\t" /* block, its end */                                            \
+            "ldr    r1, [r0, #12]\n\t"                                                                    \
+            "ldr    r1, [r1]\n\t" /* the bias */                                                          \
+            "mov    r2, r1\n\t"                                                                           \
+            "mov    r3, r1\n\t"                                                                           \
+            "mov    r4, r1\n\t"                                                                           \
+            "sub    r5, lr, r7\n\t"                                                                       \
+            "tst    r5, #32\n\t" /* an odd number of groups: start with the second */                     \
+            "bne    3f\n\t"                                                                               \
+            "2:\n\t" ASM_GROUP "3:\n\t" ASM_GROUP                                                         \
+            "cmp    r7, lr\n\t"                                                                           \
+            "bne    2b\n\t" rewind                                                                        \
+            "ldr    lr, [r0, #12]\n\t"                                                                    \
+            "ldrd   r5, r6, [lr, #4]\n\t" /* M, r */                                                      \
+            "ldr    r7, [lr, #12]\n\t"    /* h */                                                         \
+            "add    lr, lr, #16\n\t"                                                                      \
+            "str    lr, [r0, #12]\n\t"                                                                    \
+            "ldrd   r11, r10, [r0, #24]\n\t" /* stride, zp */                                             \
+            "ldr    lr, [r0, #20]\n\t"                                                                    \
+            "add    r8, lr, #1\n\t"                                                                       \
+            "str    r8, [r0, #20]\n\t"                                                                    \
+            ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"                                                        \
+            ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"                                                   \
+            "add    lr, lr, r11, lsl #1\n\t"                                                              \
+            ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"                                                        \
+            ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"                                                   \
+            "ldrd   r5, r6, [r0, #12]\n\t"                                                                \
+            "cmp    r5, r6\n\t"                                                                           \
+            "bne    1b\n\t"                                                                               \
+            "pop    {r4-r11, pc}\n\t")
+
+/* Rows of a multiple of 4 elements: each channel's loop ends at the next row. */
 static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
 {
     (void)s;
-    __asm__("push   {r4-r11, lr}\n\t"
-            "ldr    r12, [r0, #8]\n\t"
-            "1:\n\t"
-            "ldrd   r7, lr, [r0, #0]\n\t" /* block, its end */
-            "ldr    r1, [r0, #12]\n\t"
-            "ldr    r1, [r1]\n\t" /* the bias */
-            "mov    r2, r1\n\t"
-            "mov    r3, r1\n\t"
-            "mov    r4, r1\n\t"
-            "sub    r5, lr, r7\n\t"
-            "tst    r5, #32\n\t" /* an odd number of groups: start with the second */
-            "bne    3f\n\t"
-            "2:\n\t" ASM_GROUP "3:\n\t" ASM_GROUP
-            "cmp    r7, lr\n\t"
-            "bne    2b\n\t"
-            "ldr    lr, [r0, #12]\n\t"
-            "ldrd   r5, r6, [lr, #4]\n\t" /* M, r */
-            "ldr    r7, [lr, #12]\n\t"    /* h */
-            "add    lr, lr, #16\n\t"
-            "str    lr, [r0, #12]\n\t"
-            "ldrd   r11, r10, [r0, #24]\n\t" /* stride, zp */
-            "ldr    lr, [r0, #20]\n\t"
-            "add    r8, lr, #1\n\t"
-            "str    r8, [r0, #20]\n\t"
-            ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"
-            ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"
-            "add    lr, lr, r11, lsl #1\n\t"
-            ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"
-            ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"
-            "ldrd   r5, r6, [r0, #12]\n\t"
-            "cmp    r5, r6\n\t"
-            "bne    1b\n\t"
-            "pop    {r4-r11, pc}\n\t");
+    ROWS4_ASM("");
 }
+
+/* Other rows: the loop runs over the last, partial group too (the block's lanes past k are 0,
+ * so the bytes read past the row, at most 3 and still in the filter or the flash right after
+ * it, add nothing) and then steps back by `back` = k4 - k. */
+static void __attribute__((naked, noinline)) rows4_asm_back(rows4_t *s)
+{
+    (void)s;
+    ROWS4_ASM("ldr    r5, [r0, #32]\n\tsub    r12, r12, r5\n\t");
+}
+#undef ROWS4_ASM
 #undef ASM_GROUP
 #undef ASM_OUTPUT
 #endif
@@ -387,7 +403,7 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
 #if defined(__ARM_FEATURE_DSP)
-    if (full && first && last && (k & 3) == 0 && k >= 4) { /* first and last: ldw is k */
+    if (full && first && last) { /* first and last: ldw is k */
         while (cd != end) {
             const int32_t *run = cd;
             while (run != end && run[2] > 0) {
@@ -396,14 +412,19 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
             if (run != cd) {
                 rows4_t st;
                 st.x = block;
-                st.xend = block + 8 * (k >> 2);
+                st.xend = block + 8 * ((k + 3) >> 2);
                 st.w = w;
                 st.cd = cd;
                 st.cde = run;
                 st.out = out;
                 st.stride = stride;
                 st.zp = q->output_offset;
-                rows4_asm(&st);
+                st.back = -k & 3;
+                if (k & 3) {
+                    rows4_asm_back(&st);
+                } else {
+                    rows4_asm(&st);
+                }
                 w += k * ((run - cd) >> 2);
                 out += (run - cd) >> 2;
                 cd = run;
