@@ -57,6 +57,8 @@ _OPERANDS = {
     Op.QUANTIZE: (1, 1, {}), Op.DEQUANTIZE: (1, 1, {}), Op.PAD: (2, 2, {1: 2}), Op.MEAN: (2, 2, {1: 1}),
     Op.CONCATENATION: (1, MAX_OPERANDS, {}), Op.LOGISTIC: (1, 1, {}), Op.TANH: (1, 1, {}),
 }
+_WEIGHTED = (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.FULLY_CONNECTED)
+_CONSTANT_DATA_OK = (Op.ADD, Op.MUL, Op.CONCATENATION, Op.DEQUANTIZE)  # ops whose input 0 may be a constant
 _INTEGER = ("int8", "uint8", "int16")  # zero points must lie in these types' ranges
 # Window attributes that must be at least 1.
 _POSITIVE = ("stride_h", "stride_w", "dilation_h", "dilation_w", "filter_h", "filter_w", "depth_multiplier")
@@ -184,6 +186,10 @@ def _check_operands(node: Node, tensors: tuple[Tensor, ...], where: str, fail: F
     for k in range(min(lo, 2)):  # the data input and a required second operand are never absent
         if node.inputs[k] == NO_TENSOR:
             raise fail(f"{where} input {k} is absent")
+    if node.op not in _CONSTANT_DATA_OK and tensors[node.inputs[0]].is_const:
+        raise fail(f"{where} data input '{tensors[node.inputs[0]].name}' is a constant")
+    if node.op in _WEIGHTED and not tensors[node.inputs[1]].is_const:
+        raise fail(f"{where} filter '{tensors[node.inputs[1]].name}' is not a constant")
     for t in (*node.inputs, *node.outputs):
         if t != NO_TENSOR and 0 in tensors[t].shape:
             raise fail(f"{where} operand '{tensors[t].name}' {list(tensors[t].shape)} has no elements")
