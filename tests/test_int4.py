@@ -27,6 +27,7 @@ from mcuq.graphfile import load_graph
 from mcuq.hostsim import HostModel
 from mcuq.ir import Graph, Op, Quant
 from mcuq.pack import packed_int4
+from mcuq.plan import min_shift
 from mcuq.quant import Budget, EvalData, Scheme, quantize
 from mcuq.quant.build import weight_bytes
 from mcuq.simulate import run_integer
@@ -37,6 +38,7 @@ from test_kernels import (  # noqa: F401  (c, c_dsp: the session's kernel builds
     Builder, Case, _out_scale, c, c_dsp, first_mismatch, gen_conv, gen_conv_wide, gen_depthwise, gen_depthwise_wide,
     gen_fully_connected, gen_fully_connected_wide, node_args,
 )
+from test_inplace import ALIGN, gen_windowed
 from test_ops_vs_tflm import build as build_tflm_case
 from test_quant import assert_bit_exact_in_tflm
 
@@ -216,6 +218,41 @@ def test_int4_kernels_bit_exact_on_emulator(board, tmp_path, monkeypatch) -> Non
     results = run_image(build_image([t for _, _, t in cases], board, tmp_path), board, len(cases))
     for (kernel, k, _), res in zip(cases, results):
         assert res.status == 0 and res.first_bad == -1, f"{board} {kernel} int4 case {k}: {res}"
+
+
+@pytest.mark.parametrize("op", [Op.CONV_2D, Op.DEPTHWISE_CONV_2D])
+@pytest.mark.parametrize("dsp", [False, True])
+def test_int4_kernels_overlapped_at_min_shift(c, c_dsp, op, dsp) -> None:
+    """The overlap contract (mcuq_kernels.h): output starting mcuq.plan.min_shift bytes below the
+    input (exactly, and rounded up to the arena's alignment) gives the separate-buffer result."""
+    ffi, lib = c_dsp if dsp else c
+    fn = getattr(lib, f"mcuq_{NAMES[op]}_s8_s4")
+    rng = np.random.default_rng([13, int(dsp), list(NAMES).index(op)])
+    overlapping = 0
+    for k in range(16):
+        case = as_int4(gen_windowed(Builder(rng), k, op, "int8"), rng)
+        node = case.graph.nodes[0]
+        shift = min_shift(case.graph, node)
+        if shift is None:  # depthwise beyond the one-pass bound: never overlapped
+            continue
+        params = SIMULATOR[op][0](case.graph, node)
+        args = node_args(case)
+        want = SIMULATOR[op][1](params, args)
+        cp, w, bias = CParams(ffi, params), packed_int4(args[1]), args[2]
+        x = args[0]
+        for d in sorted({shift, -(-shift // ALIGN) * ALIGN}):
+            if d >= want.nbytes:
+                continue
+            overlapping += 1
+            out_start, in_start = (0, d) if d >= 0 else (-d, 0)
+            raw = np.zeros(max(in_start + x.nbytes, out_start + want.nbytes) + 2 * ALIGN, np.uint8)
+            buf = raw[-raw.ctypes.data % ALIGN:]
+            buf[in_start:in_start + x.nbytes] = x.reshape(-1).view(np.uint8)
+            status = fn(cp.struct, ffi.from_buffer("int8_t[]", buf[in_start:]), ptr(ffi, w), ptr(ffi, bias),
+                        ffi.from_buffer("int8_t[]", buf[out_start:]))
+            got = buf[out_start:out_start + want.nbytes].view(np.int8).reshape(want.shape)
+            assert status == 0 and (msg := first_mismatch(f"{op} int4 overlapped by {d}", k, got, want)) is None, msg
+    assert overlapping >= 8, f"{op}: only {overlapping} overlapping runs"
 
 
 # ---- a whole int4 model ------------------------------------------------------------------------
