@@ -2,13 +2,15 @@
 (tests/model_mutator.py): counts by outcome (ok / clear error by class / failure) per command,
 the slowest case and the largest peak memory; writes bench/results/fuzz_models.json.
 
-    python bench/fuzz_models.py [--count N] [--seed S]
+    python bench/fuzz_models.py [--count N] [--seed S] [--jobs J]
+    python bench/fuzz_models.py --replay    # the failures in the JSON again, after fixes
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import threading
 import time
@@ -16,10 +18,27 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import MODELS, print_table, write_results
+from _common import MODELS, RESULTS, print_table, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from model_mutator import COMMANDS, Case, Outcome, Sandbox, cases  # noqa: E402
+from model_mutator import COMMANDS, Case, Outcome, Sandbox, case_of, cases  # noqa: E402
+
+
+def replay() -> None:
+    """Run the failing cases recorded in fuzz_models.json again; record their outcomes beside them."""
+    data = json.loads((RESULTS / "fuzz_models.json").read_text())
+    sandbox, rows = Sandbox(), []
+    try:
+        for k, f in enumerate(data["failures"]):
+            out = sandbox.run(case_of(next(MODELS.glob(f"*/{f['model']}.tflite")), f["seed"]), k)
+            rows.append({"model": f["model"], "seed": f["seed"], "mutation": f["mutation"], "results": out.results})
+    finally:
+        sandbox.close()
+    print_table(["model", "seed", *COMMANDS], [[r["model"], str(r["seed"]), *(r["results"].get(c, "?") for c in COMMANDS)]
+                                               for r in rows])
+    data["replayed_failures"] = rows
+    print(f"wrote {write_results('fuzz_models', data)}")
+    sys.exit(1 if any(v.startswith("FAIL") for r in rows for v in r["results"].values()) else 0)
 
 
 def main() -> None:
@@ -27,7 +46,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="cases run side by side (one worker process each)")
+    parser.add_argument("--replay", action="store_true", help="run the failures of the last run again")
     args = parser.parse_args()
+    if args.replay:
+        return replay()
     models = sorted(MODELS.glob("*/*.tflite"))
     if not models:
         sys.exit(f"no models under {MODELS}")

@@ -435,6 +435,13 @@ class Sandbox:
         self.proc = self.conn = None
 
 
+def case_of(model: Path, case_seed: int) -> Case:
+    """The mutant ``cases`` made of ``model`` with ``case_seed`` (to replay a failure)."""
+    data = model.read_bytes()
+    mutation, mutant = mutate(data, sites_of(data), random.Random(case_seed))
+    return Case(model.stem, case_seed, mutation, mutant)
+
+
 def cases(models: list[Path], count: int, seed: int):
     """``count`` seeded mutants, round-robin over ``models`` (each walked once)."""
     originals = [(m.stem, m.read_bytes()) for m in models]
