@@ -34,8 +34,8 @@ def replay() -> None:
             rows.append({"model": f["model"], "seed": f["seed"], "mutation": f["mutation"], "results": out.results})
     finally:
         sandbox.close()
-    print_table(["model", "seed", *COMMANDS], [[r["model"], str(r["seed"]), *(r["results"].get(c, "?") for c in COMMANDS)]
-                                               for r in rows])
+    print_table(["model", "seed", *COMMANDS],
+                [[r["model"], str(r["seed"]), *(r["results"].get(c, "?") for c in COMMANDS)] for r in rows])
     data["replayed_failures"] = rows
     print(f"wrote {write_results('fuzz_models', data)}")
     sys.exit(1 if any(v.startswith("FAIL") for r in rows for v in r["results"].values()) else 0)
