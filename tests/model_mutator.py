@@ -5,13 +5,15 @@ The mutator walks the flatbuffer itself (tflite's schema: Model, OperatorCode, S
 QuantizationParameters, Operator, Buffer, builtin options tables) and records every site worth
 breaking: offsets, vtables, vector lengths, dimensions, types, buffer indices, quantization
 arrays, opcode indices, operator and graph tensor indices, option values. A case is a seeded
-choice among truncation, bit flips, byte runs and rewrites of such sites (sometimes several).
+choice among truncation, bit flips, byte runs, rewrites of such sites (sometimes several) and
+copies of one site's value onto another of its kind; case_of() remakes a case from its seed.
 
 Cases run in a child process (spawned, so a crash, hang or memory blow-up cannot take the
-caller down) under an address-space cap, with a time limit per case; each command ends in
+caller down) under an address-space cap, with a time limit per case. Each command ends in
 "ok" (checked: a readable result), "error:<ErrorClass>" (exit 2, one "error: ..." line after
-any "WARNING: " lines, a McuqError) or "FAIL:<what>" (traceback, internal error, several lines, crash, hang, partial
-output directory, memory cap hit).
+any "WARNING: " lines, a McuqError, nothing left behind) or "FAIL:<what>" (traceback, internal
+error, several lines, crash, hang, partial output, memory cap hit). Seeded, not hypothesis: a
+case is one integer to replay, and the same seeds give the same counts on every machine.
 """
 
 from __future__ import annotations
