@@ -2,16 +2,20 @@
 host with its output over its input, exactly as the arena planner may place them (windowed ops:
 output starting mcuq.plan.min_shift bytes below the input, at that exact distance and rounded up
 to the arena's 16-byte alignment; elementwise "in place" ops: output = input), must give the
-np.array_equal result of a run into a separate buffer. Plain and DSP-path builds both; the shapes
-are those of real networks (3x3 depthwise, 1x1 and 3x3 convolutions, pools, strides, padding)."""
+np.array_equal result of a run into a separate buffer (int4-filter kernels: the simulator's).
+Plain and DSP-path builds both; the shapes are those of real networks (3x3 depthwise, 1x1 and
+3x3 convolutions, pools, strides, padding)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from dataclasses import replace
+
 from kernels_ffi import CParams, build, ptr
 from mcuq.ir import Op
+from mcuq.pack import packed_int4
 from mcuq.plan import min_shift
 from mcuq.simulate.integer import KERNELS as SIMULATOR
 from test_kernels import GENERATORS, SUFFIX, Builder, Case, node_args, run_c
@@ -80,9 +84,20 @@ def gen_windowed(b: Builder, k: int, op: Op, dtype: str) -> Case:
     return b.case(op, [x, w, bias], y, attrs)
 
 
+def with_int4_filter(case: Case, rng: np.random.Generator) -> Case:
+    """The case with its filter made int4 (values in [-8, 7]) and a 16 times finer output scale."""
+    g, node = case.graph, case.graph.nodes[0]
+    w, y = g.tensor(node.inputs[1]), g.tensor(node.outputs[0])
+    tensors = list(g.tensors)
+    tensors[w.index] = replace(w, dtype="int4", data=rng.integers(-8, 8, w.shape).astype(np.int8))
+    tensors[y.index] = replace(y, quant=replace(y.quant, scale=tuple(v / 16 for v in y.quant.scale)))
+    return Case(replace(g, tensors=tuple(tensors)), case.inputs)
+
+
 WINDOWED = {f"{name}_{SUFFIX[t]}": (op, t) for name, op in (
     ("conv2d", Op.CONV_2D), ("depthwise_conv2d", Op.DEPTHWISE_CONV_2D), ("avg_pool", Op.AVERAGE_POOL_2D),
     ("max_pool", Op.MAX_POOL_2D)) for t in ("int8", "int16")}
+WINDOWED |= {"conv2d_s8_s4": (Op.CONV_2D, "int4"), "depthwise_conv2d_s8_s4": (Op.DEPTHWISE_CONV_2D, "int4")}
 ELEMENTWISE = ["add_s8", "add_s16", "mul_s8", "mul_s16", "logistic_s8", "tanh_s8", "quantize_s8_to_s8",
                "quantize_s16_to_s16"]
 
@@ -107,6 +122,8 @@ def run_overlapped(c, case: Case, params, out_start: int, in_start: int, size: i
     op = node.op
     if op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D):
         name = "conv2d" if op == Op.CONV_2D else "depthwise_conv2d"
+        if graph.tensor(node.inputs[1]).dtype == "int4":
+            name, sfx, args[1] = f"{name}_s8", "s4", packed_int4(args[1])
         status = getattr(lib, f"mcuq_{name}_{sfx}")(s.struct, xin, P(args[1]), P(args[2]), o)
     elif op in (Op.AVERAGE_POOL_2D, Op.MAX_POOL_2D):
         name = "avg_pool" if op == Op.AVERAGE_POOL_2D else "max_pool"
@@ -124,17 +141,23 @@ def test_windowed_kernel_overlapped_at_min_shift(c, kernel):
     rng = np.random.default_rng([11, sorted(WINDOWED).index(kernel)])
     overlapping = 0
     for k in range(CASES):
-        case = gen_windowed(Builder(rng), k, op, dtype)
+        case = gen_windowed(Builder(rng), k, op, "int8" if dtype == "int4" else dtype)
+        if dtype == "int4":
+            case = with_int4_filter(case, rng)
         node = case.graph.nodes[0]
         shift = min_shift(case.graph, node)
         x_bytes, y_bytes = (case.graph.tensor(t).nbytes for t in (node.inputs[0], node.outputs[0]))
+        x_shape = case.graph.tensor(node.inputs[0]).shape
         if shift is None:  # only depthwise layers beyond the one-pass bound are refused
-            assert op == Op.DEPTHWISE_CONV_2D and case.graph.tensor(node.inputs[0]).shape[3] * \
-                node.attrs.get("filter_h", 1) >= 0
+            channels, (_, kh, kw, _) = x_shape[3], case.graph.tensor(node.inputs[1]).shape
+            assert op == Op.DEPTHWISE_CONV_2D and (channels % 4 or channels * kh * kw > 1280), kernel
             continue
         params = SIMULATOR[op][0](case.graph, node)
-        status, want = run_c(c, case.graph, params, node_args(case))
-        assert status == 0, f"{kernel} case {k}: status {status}"
+        if dtype == "int4":  # against the simulator (the s8_s4 kernels equal it: tests/test_int4.py)
+            want = SIMULATOR[op][1](params, node_args(case))
+        else:
+            status, want = run_c(c, case.graph, params, node_args(case))
+            assert status == 0, f"{kernel} case {k}: status {status}"
         for d in sorted({shift, -(-shift // ALIGN) * ALIGN}):
             if d >= y_bytes:
                 continue  # no overlap at all
