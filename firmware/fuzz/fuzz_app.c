@@ -15,12 +15,7 @@
 #include "../app/main.c"
 #undef main
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 static mcuq_parser_t replies;
 static int reply_count;
