@@ -17,13 +17,14 @@ import pytest
 import serial
 
 from conftest import model_path, random_inputs
-from fake_device import Fault, FakeDevice, FakeFirmware, Inject, make_pack
+from fake_device import Fault, FakeDevice, Inject, make_pack
 from mcuq import link
 from mcuq.errors import DeviceError
 from mcuq.graphfile import load_graph
 from mcuq.link import MAX_PAYLOAD, CounterKind, Device, Kind, LinkError
 from mcuq.simulate import run_integer
 from mcuq.summary import node_macs
+from mcuq.verify import tensor_slots
 
 TIMEOUT = 0.3  # per try; the fake answers in milliseconds
 TRIES = 4  # 1 + Device retries
@@ -48,10 +49,6 @@ def ad01(packs):
 
 def open_fake(fake: FakeDevice) -> Device:
     return Device.open(fake.url, timeout=TIMEOUT, run_timeout=2.0)
-
-
-def slot_of(fw: FakeFirmware, name: str) -> int:
-    return next(i for i, s in enumerate(fw.slots) if s.name == name)
 
 
 def test_frame_layout_and_crc():
@@ -97,7 +94,7 @@ def test_happy_path_matches_host_simulator(packs, name):
         assert dev.run(last_node=1).nodes_run == 2
         t = graph.nodes[1].outputs[0]
         tensor = graph.tensor(t)
-        raw = dev.read_tensor(slot_of(fake.firmware, tensor.name), tensor.nbytes)
+        raw = dev.read_tensor(tensor_slots(graph)[t], tensor.nbytes)
         assert np.array_equal(np.frombuffer(raw, tensor.dtype).reshape(tensor.shape), want[t])
 
 
