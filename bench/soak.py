@@ -64,7 +64,8 @@ def main() -> None:
     row = {
         "model": args.model, "board": args.board, "vectors": result.samples, "bit_exact": result.exact,
         "mismatches": result.samples - result.exact, "lost_frames": link.lost, "retries": link.retries,
-        "corrupt_frames": link.corrupt, "late_answers": link.stale, "timeout_s": args.timeout, "requests": link.requests, "seconds": round(seconds, 2),
+        "corrupt_frames": link.corrupt, "late_answers": link.stale, "timeout_s": args.timeout,
+        "requests": link.requests, "seconds": round(seconds, 2),
         "ms_per_vector": round(1000 * seconds / result.samples, 1),
         "ms_per_vector_p99": round(1000 * float(np.percentile(steps, 99)), 1),
         "host_simulator_seconds": round(host_seconds, 2), "input_bytes": in_bytes, "output_bytes": out_bytes,

@@ -2,15 +2,14 @@
 
 A ``Device`` sends one request frame at a time and waits, with a deadline, for the response
 carrying the same sequence number. Garbage before a frame is skipped by hunting for the sync
-pair; a frame with a bad CRC or length, or one that stops arriving once begun, is dropped and the
-hunt goes on from the byte after its sync (so a response behind garbage that looked like a frame
-is still found); when no good frame follows at once, the request is sent again (with a new
-sequence number, so a late answer to the old one is recognised and ignored). ``Device.stats``
-counts what went wrong on the link. Before sending again a request that got no answer at all,
-the host sends MAX_FRAME zero bytes: a corrupted length may have left the board waiting for a
-frame that never ends, and the zeros end it (the board drops it and hunts on). A HELLO in the middle of a session
-means the board reset, and a closed connection means the emulator (or USB link) went away:
-both end in one clear ``DeviceError``.
+pair. A frame with a bad CRC or length, or one that stops arriving once begun, is dropped and
+the hunt goes on from the byte after its sync (a response behind garbage that looked like a
+frame is still found); when no good frame follows at once, the request is sent again with a new
+sequence number, so a late answer to the old one is recognised and ignored. Before sending again
+a request that got no answer at all, the host sends MAX_FRAME zero bytes: a corrupted length may
+have left the board waiting for a frame that never ends, and the zeros end it. A HELLO in the
+middle of a session means the board reset, and a closed connection means the emulator (or USB
+link) went away: both end in one clear ``DeviceError``. ``Device.stats`` counts what went wrong.
 """
 
 from __future__ import annotations
