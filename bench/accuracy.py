@@ -222,12 +222,13 @@ def _table_rows(results: dict) -> list[list]:
                          "-" if c.get("max_accumulator_bits") is None else c["max_accumulator_bits"],
                          "-" if exact is None else f"{exact['tensors_equal']}/{exact['tensors_compared']}",
                          "-" if c["instructions"] is None else c["instructions"],
-                         "-" if c["flash_bytes"] is None else c["flash_bytes"]])
+                         "-" if c["flash_bytes"] is None else c["flash_bytes"],
+                         "-" if c["flash_bytes"] is None else c["model_flash_bytes"]])
     return rows
 
 
 HEADER = ["model", "config", "held-out", "out SQNR dB", "weight B", "arena B", "bitwidth search",
-          "max acc. bits", "TFLM = sim", "instr/inf (qemu-m7)", "flash B (qemu-m7)"]
+          "max acc. bits", "TFLM = sim", "instr/inf (qemu-m7)", "flash B (qemu-m7)", "model flash B"]
 
 
 def verdicts(results: dict) -> list[str]:
@@ -325,9 +326,13 @@ for qemu-m7, built, flashed to QEMU (mps2-an500, -icount shift=0) and run by `mc
 {inputs}, every output bit-exact with the host simulator (else the script
 stops); counted with SysTick under -icount (instructions, not cycles; 40 per tick, per layer).
 They measure the firmware's kernels at the commit above and change with them.{firmware} Layers
-with int4 weights run on the s8_s4 kernels (weights packed two per byte in flash, unpacked in
-the inner loop); a bitwidth search that kept every layer at 8 bits gives an int8 graph. Flash:
-the whole firmware image `mcuq build` links for qemu-m7 (code, packed model, .data), in bytes.
+with int4 weights run on the s8_s4 kernels (weights packed two per byte in flash; filters up to
+1280 weights unpacked once per call for the int8 kernel, larger ones unpacked in the inner
+loop); a bitwidth search that kept every layer at 8 bits gives an int8 graph. Flash:
+the whole firmware image `mcuq build` links for qemu-m7 (code, packed model, .data), in bytes;
+"model flash": its packed model alone (weights, per-node params, tables). The kernels a model
+does not use are not linked, so int4 layers bring the s8_s4 kernels' code (and keep the int8
+kernels they hand small filters to).
 
 """
 
