@@ -70,6 +70,7 @@ static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_
 {
     const int32_t ic = g->ic, kw = g->kw, span = g->span, pad = g->pad, w = g->w, x0 = o->x0;
     const int32_t whole = g->dw == 1 && x0 >= 0 && x0 + kw <= w;
+    const int32_t kx0 = x0 >= 0 ? 0 : -x0 < kw ? -x0 : kw, kx1 = w - x0 >= kw ? kw : w - x0 > kx0 ? w - x0 : kx0;
     int8_t *dst = patch;
     int32_t ky, kx, iy = o->y0 + ky0 * g->dh;
     const int8_t *row = g->input + o->image + iy * g->row_bytes;
@@ -78,6 +79,10 @@ static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_
             fill_bytes(dst, pad, span);
         } else if (whole) {
             copy_bytes(dst, row + x0 * ic, span);
+        } else if (g->dw == 1) { /* taps kx0 .. kx1 - 1 in the image: one run of bytes */
+            fill_bytes(dst, pad, kx0 * ic);
+            copy_bytes(dst + kx0 * ic, row + (x0 + kx0) * ic, (kx1 - kx0) * ic);
+            fill_bytes(dst + kx1 * ic, pad, (kw - kx1) * ic);
         } else {
             for (kx = 0; kx < kw; kx++) {
                 const int32_t ix = x0 + kx * g->dw;
@@ -209,6 +214,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    q.shifts_fast = mcuq_channel_shifts_positive(p->channel_data, n);
     fill_bytes(patch, 0, PATCH_BYTES); /* the lanes past k of gathered windows stay 0 */
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */

@@ -44,6 +44,7 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    q.shifts_fast = mcuq_channel_shifts_positive(p->channel_data, n);
     q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     for (b = 0; b < p->batches; b += rows) {
         const int8_t *x = input + b * k;

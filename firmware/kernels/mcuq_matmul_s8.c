@@ -394,8 +394,8 @@ static inline __attribute__((always_inline)) void channel4(const mcuq_matmul_t *
 }
 
 /* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw), channel4()
- * for each channel. On Arm, runs of channels with r > 0 of whole-group products with int8
- * clamps go through rows4_asm(). */
+ * for each channel. On Arm, runs of channels with r > 0 (all of them when q->shifts_fast) of
+ * products with int8 clamps go through rows4_asm(). */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
                                                            int32_t k, const int8_t *w, int32_t ldw, int32_t n,
                                                            int32_t *sums, int32_t first, int32_t last,
@@ -405,7 +405,7 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
 #if defined(__ARM_FEATURE_DSP)
     if (full && first && last) { /* first and last: ldw is k */
         while (cd != end) {
-            const int32_t *run = cd;
+            const int32_t *run = q->shifts_fast ? end : cd;
             while (run != end && run[2] > 0) {
                 run += 4;
             }
@@ -586,20 +586,6 @@ static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *
     }
 }
 
-#if defined(__ARM_FEATURE_DSP)
-/* 1 when every channel_data row of n channels has r > 0. */
-static int32_t shifts_fast(const mcuq_matmul_t *q, int32_t n)
-{
-    int32_t c;
-    for (c = 0; c < n; c++) {
-        if (q->channel_data[4 * c + 2] <= 0) {
-            return 0;
-        }
-    }
-    return 1;
-}
-#endif
-
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride)
 {
@@ -617,7 +603,7 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
             return;
         }
 #if defined(__ARM_FEATURE_DSP)
-        if ((k & 7) == 0 && k > 0 && n >= 2 && ((uintptr_t)w & 3) == 0 && shifts_fast(&local, n)) {
+        if ((k & 7) == 0 && k > 0 && n >= 2 && ((uintptr_t)w & 3) == 0 && local.shifts_fast) {
             rows1_t st;
             st.x = block;
             st.xend = block + 2 * (k >> 2);

@@ -166,6 +166,7 @@ typedef struct {
     int32_t output_offset;
     int32_t act_min;
     int32_t act_max;
+    int32_t shifts_fast; /* 1: every channel has r > 0 (mcuq_channel_shifts_positive()) */
 } mcuq_matmul_t;
 
 /* out[r * stride + c] for r < rows (1, 2 or 4) and c < n: the k-element rows of `block` times
