@@ -268,8 +268,21 @@ def verify(pack_dir: str | Path, port: str | None = None, inputs: Sequence[np.nd
            count: int = DEFAULT_COUNT, seed: int = 0, progress: Progress | None = None,
            timeout: float = 2.0, run_timeout: float = 60.0) -> VerifyResult:
     """Run ``inputs`` (one [N, *shape] array per graph input; else ``count`` seeded random ones)
-    on the board or emulator at ``port`` and compare every output with the host simulator."""
+    on the board or emulator at ``port`` and compare every output with the host simulator.
+    Ctrl-C (SIGTERM too, through the CLI) stops the emulator `mcuq flash DIR` started when
+    verify runs on it: its firmware may be left mid-frame."""
     pack_dir = Path(pack_dir)
+    try:
+        return _verify(pack_dir, port, inputs, count, seed, progress, timeout, run_timeout)
+    except KeyboardInterrupt:
+        emulator = running_emulator(pack_dir)
+        if emulator is not None and port in (None, emulator):
+            stop(pack_dir)
+        raise
+
+
+def _verify(pack_dir: Path, port: str | None, inputs: Sequence[np.ndarray] | None, count: int, seed: int,
+            progress: Progress | None, timeout: float, run_timeout: float) -> VerifyResult:
     try:
         manifest = json.loads((pack_dir / "manifest.json").read_text())
     except (FileNotFoundError, NotADirectoryError):
@@ -279,37 +292,32 @@ def verify(pack_dir: str | Path, port: str | None = None, inputs: Sequence[np.nd
     xs_all = as_inputs(graph, inputs) if inputs is not None else random_samples(graph, count, seed)
     n = xs_all[0].shape[0]
     url = resolve_port(pack_dir, port)
-    try:
-        with Device.open(url, timeout=timeout, run_timeout=run_timeout) as dev:
-            info = dev.hello()
-            _check_firmware(info, graph, manifest, pack_dir)
-            session = _Session(dev, graph, info)
-            profile = np.zeros(len(graph.nodes), np.float64)
-            total = 0.0
-            mismatches: list[OutputMismatch] = []
-            divergence, localized = None, False
-            exact = 0
-            for s in range(n):
-                xs = [a[s] for a in xs_all]
-                want = run_integer(graph, xs, all_tensors=True, params=params)
-                total += session.run(xs)
-                profile += dev.read_profile(len(graph.nodes))
-                found = []
-                for k, t in enumerate(graph.outputs):
-                    diff = first_difference(session.read(t), want[t])
-                    if diff:
-                        found.append(OutputMismatch(s, k, graph.tensor(t).name, *diff, graph.tensor(t).size))
-                mismatches.extend(found)
-                if not found:
-                    exact += 1
-                elif not localized:
-                    divergence, localized = _localize(session, s, xs, want), True
-                if progress:
-                    progress(s + 1, n)
-    except KeyboardInterrupt:  # Ctrl-C (SIGTERM too, through the CLI): end the emulator we ran on
-        if url == running_emulator(pack_dir):
-            stop(pack_dir)
-        raise
+    with Device.open(url, timeout=timeout, run_timeout=run_timeout) as dev:
+        info = dev.hello()
+        _check_firmware(info, graph, manifest, pack_dir)
+        session = _Session(dev, graph, info)
+        profile = np.zeros(len(graph.nodes), np.float64)
+        total = 0.0
+        mismatches: list[OutputMismatch] = []
+        divergence, localized = None, False
+        exact = 0
+        for s in range(n):
+            xs = [a[s] for a in xs_all]
+            want = run_integer(graph, xs, all_tensors=True, params=params)
+            total += session.run(xs)
+            profile += dev.read_profile(len(graph.nodes))
+            found = []
+            for k, t in enumerate(graph.outputs):
+                diff = first_difference(session.read(t), want[t])
+                if diff:
+                    found.append(OutputMismatch(s, k, graph.tensor(t).name, *diff, graph.tensor(t).size))
+            mismatches.extend(found)
+            if not found:
+                exact += 1
+            elif not localized:
+                divergence, localized = _localize(session, s, xs, want), True
+            if progress:
+                progress(s + 1, n)
     scale = info.counter_scale / n
     layers = tuple(LayerCost(node.index, str(node.op), node_macs(graph, node), float(c * scale))
                    for node, c in zip(graph.nodes, profile))

@@ -20,6 +20,7 @@ import pytest
 from conftest import model_path
 from fake_device import make_pack
 from mcuq import flash
+from mcuq import verify as verify_module
 from mcuq.build import BUILD_SUBDIR, build
 from mcuq.verify import verify
 
@@ -159,6 +160,18 @@ def test_flash_keeps_the_emulator_and_interrupted_verify_stops_it(built):
         with pytest.raises(KeyboardInterrupt):
             verify(built, count=5, progress=progress)
         assert seen == [1, 2]
+        no_emulator_left(built)
+    finally:
+        flash.stop(built)
+
+
+@needs_qemu
+def test_verify_interrupted_before_it_talks_stops_the_emulator(built, monkeypatch):
+    flash.flash(built)
+    try:
+        monkeypatch.setattr(verify_module, "prepare_graph", _raise_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            verify(built, count=2)
         no_emulator_left(built)
     finally:
         flash.stop(built)
