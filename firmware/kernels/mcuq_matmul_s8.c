@@ -255,8 +255,8 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 
 #if defined(__ARM_FEATURE_DSP)
 /* The whole channel loop of a 4-row product in assembly, for outputs4_s8() outputs: per channel
- * its bias into the four sums, dot_4x1()'s loop over every group, the last one partial or not
- * (entered at its second group when the count is odd), then outputs4_s8(). Its state lives in
+ * its bias into the four sums, dot_4x1()'s loop over every group, the last one partial or not,
+ * four groups per turn (the first turn entered through a TBB table), then outputs4_s8(). Its state lives in
  * a rows4_t; the C twin is channel4() with outputs4_s8(). */
 typedef struct {
     const uint32_t *x;    /* [0] the block */
@@ -307,9 +307,11 @@ typedef struct {
             "mov    r3, r1\n\t"                                                                           \
             "mov    r4, r1\n\t"                                                                           \
             "sub    r5, lr, r7\n\t"                                                                       \
-            "tst    r5, #32\n\t" /* an odd number of groups: start with the second */                     \
-            "bne    3f\n\t"                                                                               \
-            "2:\n\t" ASM_GROUP "3:\n\t" ASM_GROUP                                                         \
+            "ubfx   r5, r5, #5, #2\n\t" /* groups modulo 4: the first turn does that many */              \
+            "tbb    [pc, r5]\n\t"                                                                         \
+            "0:\n\t"                                                                                      \
+            ".byte  (2f - 0b) / 2, (6f - 0b) / 2, (5f - 0b) / 2, (4f - 0b) / 2\n\t"                       \
+            "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP                \
             "cmp    r7, lr\n\t"                                                                           \
             "bne    2b\n\t" rewind                                                                        \
             "ldr    lr, [r0, #12]\n\t"                                                                    \
