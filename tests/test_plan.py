@@ -381,3 +381,25 @@ def test_chain_layout_is_smallest_on_a_drifting_chain():
     plan = plan_arena(graph)
     assert_sound(graph, plan)
     assert plan.size == 6400 + 6 * 256 and len(plan.overlaps) == 6
+
+
+def test_check_plan_refuses_overlaps_no_contract_covers():
+    """A fully connected output over its dying input, or a depthwise layer whose channels x taps
+    exceed the one-pass bound overlapped at any shift: check_plan refuses both."""
+    def graph_of(op, x_shape, y_shape, w_shape, attrs):
+        t = [Tensor(0, "x", x_shape, "int8"), Tensor(1, "y", y_shape, "int8"),
+             Tensor(2, "w", w_shape, "int8", None, np.zeros(w_shape, np.int8))]
+        return Graph(tuple(t), (Node(0, op, (0, 2), (1,), attrs),), (0,), (1,))
+
+    fc = graph_of(Op.FULLY_CONNECTED, (1, 64), (1, 64), (64, 64), {"activation": "NONE"})
+    deep = graph_of(Op.DEPTHWISE_CONV_2D, (1, 8, 8, 144), (1, 8, 8, 144), (1, 3, 3, 144),
+                    {"padding": "SAME", "stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1,
+                     "activation": "NONE", "depth_multiplier": 1})
+    for graph in (fc, deep):
+        plan = plan_arena(graph)
+        assert not plan.overlaps and plan.offsets[0] != plan.offsets[1]
+        x_bytes = graph.tensor(0).nbytes
+        for shift in (0, 16, x_bytes // 2):
+            bad = dataclasses.replace(plan, offsets={0: shift, 1: 0}, size=2 * x_bytes)
+            with pytest.raises(ValueError, match="overlap while both live"):
+                check_plan(graph, bad)
