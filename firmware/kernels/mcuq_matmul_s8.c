@@ -295,14 +295,18 @@ typedef struct {
     "add    r9, r9, r10\n\t"                                                                              \
     "ssat   r9, #8, r9\n\t"
 
-/* rewind: instructions after a channel's loop that bring r12 back to the next weight row. */
+/* rewind: instructions after a channel's loop that bring r12 back to the next weight row. The
+ * state is copied to the stack ([sp, #0] .. [sp, #32] as in rows4_t), r0 walks channel_data. */
 #define ROWS4_ASM(rewind)                                                                                 \
     __asm__("push   {r4-r11, lr}\n\t"                                                                     \
-            "ldr    r12, [r0, #8]\n\t"                                                                    \
+            "sub    sp, sp, #40\n\t"                                                                      \
+            "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8, r9}\n\t"                                         \
+            "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9}\n\t"                                         \
+            "mov    r12, r3\n\t"                                                                          \
+            "mov    r0, r4\n\t"                                                                           \
             "1:\n\t"                                                                                      \
-            "ldrd   r7, lr, [r0, #0]\n\t" /* block, its end */                                            \
-            "ldr    r1, [r0, #12]\n\t"                                                                    \
-            "ldr    r1, [r1]\n\t" /* the bias */                                                          \
+            "ldrd   r7, lr, [sp, #0]\n\t" /* block, its end */                                            \
+            "ldr    r1, [r0]\n\t"         /* the bias */                                                  \
             "mov    r2, r1\n\t"                                                                           \
             "mov    r3, r1\n\t"                                                                           \
             "mov    r4, r1\n\t"                                                                           \
@@ -314,23 +318,22 @@ typedef struct {
             "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP                \
             "cmp    r7, lr\n\t"                                                                           \
             "bne    2b\n\t" rewind                                                                        \
-            "ldr    lr, [r0, #12]\n\t"                                                                    \
-            "ldrd   r5, r6, [lr, #4]\n\t" /* M, r */                                                      \
-            "ldr    r7, [lr, #12]\n\t"    /* h */                                                         \
-            "add    lr, lr, #16\n\t"                                                                      \
-            "str    lr, [r0, #12]\n\t"                                                                    \
-            "ldrd   r11, r10, [r0, #24]\n\t" /* stride, zp */                                             \
-            "ldr    lr, [r0, #20]\n\t"                                                                    \
+            "ldrd   r5, r6, [r0, #4]\n\t" /* M, r */                                                      \
+            "ldr    r7, [r0, #12]\n\t"    /* h */                                                         \
+            "add    r0, r0, #16\n\t"                                                                      \
+            "ldrd   r11, r10, [sp, #24]\n\t" /* stride, zp */                                             \
+            "ldr    lr, [sp, #20]\n\t"                                                                    \
             "add    r8, lr, #1\n\t"                                                                       \
-            "str    r8, [r0, #20]\n\t"                                                                    \
+            "str    r8, [sp, #20]\n\t"                                                                    \
             ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"                                                        \
             ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"                                                   \
             "add    lr, lr, r11, lsl #1\n\t"                                                              \
             ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"                                                        \
             ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"                                                   \
-            "ldrd   r5, r6, [r0, #12]\n\t"                                                                \
-            "cmp    r5, r6\n\t"                                                                           \
+            "ldr    r5, [sp, #16]\n\t"                                                                    \
+            "cmp    r0, r5\n\t"                                                                           \
             "bne    1b\n\t"                                                                               \
+            "add    sp, sp, #40\n\t"                                                                      \
             "pop    {r4-r11, pc}\n\t")
 
 /* Rows of a multiple of 4 elements: each channel's loop ends at the next row. */
@@ -346,7 +349,7 @@ static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
 static void __attribute__((naked, noinline)) rows4_asm_back(rows4_t *s)
 {
     (void)s;
-    ROWS4_ASM("ldr    r5, [r0, #32]\n\tsub    r12, r12, r5\n\t");
+    ROWS4_ASM("ldr    r5, [sp, #32]\n\tsub    r12, r12, r5\n\t");
 }
 #undef ROWS4_ASM
 #undef ASM_GROUP
