@@ -256,7 +256,8 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 #if defined(__ARM_FEATURE_DSP)
 /* The whole channel loop of a 4-row product in assembly, for outputs4_s8() outputs: per channel
  * its bias into the four sums, dot_4x1()'s loop over every group, the last one partial or not,
- * four groups per turn (the first turn entered through a TBB table), then outputs4_s8(). Its state lives in
+ * four groups per turn (the first turn entered where the group count modulo 4 says, an address
+ * found once per call through a TBB table), then outputs4_s8(). Its state lives in
  * a rows4_t; the C twin is channel4() with outputs4_s8(). */
 typedef struct {
     const uint32_t *x;    /* [0] the block */
@@ -304,17 +305,32 @@ typedef struct {
             "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9}\n\t"                                         \
             "mov    r12, r3\n\t"                                                                          \
             "mov    r0, r4\n\t"                                                                           \
+            "sub    r5, r2, r1\n\t"                                                                       \
+            "ubfx   r5, r5, #5, #2\n\t" /* groups modulo 4: the first turn of a channel does that many */ \
+            "tbb    [pc, r5]\n\t"                                                                         \
+            "0:\n\t"                                                                                      \
+            ".byte  (7f - 0b) / 2, (8f - 0b) / 2, (9f - 0b) / 2, (10f - 0b) / 2\n\t"                      \
+            "7:\n\t"                                                                                      \
+            "adr.w  r5, 2f\n\t"                                                                           \
+            "b      3f\n\t"                                                                               \
+            "8:\n\t"                                                                                      \
+            "adr.w  r5, 6f\n\t"                                                                           \
+            "b      3f\n\t"                                                                               \
+            "9:\n\t"                                                                                      \
+            "adr.w  r5, 5f\n\t"                                                                           \
+            "b      3f\n\t"                                                                               \
+            "10:\n\t"                                                                                     \
+            "adr.w  r5, 4f\n\t"                                                                           \
+            "3:\n\t"                                                                                      \
+            "orr    r5, r5, #1\n\t" /* a Thumb address */                                                 \
+            "str    r5, [sp, #36]\n\t"  /* where each channel's loop starts */                            \
             "1:\n\t"                                                                                      \
             "ldrd   r7, lr, [sp, #0]\n\t" /* block, its end */                                            \
             "ldr    r1, [r0]\n\t"         /* the bias */                                                  \
             "mov    r2, r1\n\t"                                                                           \
             "mov    r3, r1\n\t"                                                                           \
             "mov    r4, r1\n\t"                                                                           \
-            "sub    r5, lr, r7\n\t"                                                                       \
-            "ubfx   r5, r5, #5, #2\n\t" /* groups modulo 4: the first turn does that many */              \
-            "tbb    [pc, r5]\n\t"                                                                         \
-            "0:\n\t"                                                                                      \
-            ".byte  (2f - 0b) / 2, (6f - 0b) / 2, (5f - 0b) / 2, (4f - 0b) / 2\n\t"                       \
+            "ldr    pc, [sp, #36]\n\t"                                                                    \
             "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP                \
             "cmp    r7, lr\n\t"                                                                           \
             "bne    2b\n\t" rewind                                                                        \
