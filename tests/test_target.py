@@ -61,8 +61,9 @@ def test_bit_exact_on_emulator(tmp_path, board, model):
     assert all(c.count > 0 for c in result.layers)
     # the firmware converts the run's total and each node's ticks separately: rounding apart
     assert result.total == pytest.approx(sum(c.count for c in result.layers), abs=len(result.layers))
+    # a plausible count: SMLAD does two MACs per instruction, so well under 0.5 per MAC means a broken counter
     macs = [c for c in result.layers if c.macs >= 1000]
-    assert all(1 < c.per_mac < 100 for c in macs), result.format_table()
+    assert all(0.4 < c.per_mac < 100 for c in macs), result.format_table()
 
 
 def corrupt_output_offset(pack: Path, node: int, delta: int) -> int:
