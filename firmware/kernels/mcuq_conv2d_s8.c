@@ -116,10 +116,47 @@ static void copy_window(const geometry_t *g, int8_t *patch, const int8_t *src, i
     }
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* convert() of 4 rows and at least one group in assembly: per group the four source words,
+ * eight SXTB16 and one STM of the group's eight block words. */
+static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const int8_t *const *src, int32_t groups)
+{
+    (void)block;
+    (void)src;
+    (void)groups;
+    __asm__("push   {r4-r11, lr}\n\t"
+            "add    r2, r0, r2, lsl #5\n\t" /* the block's end */
+            "ldm    r1, {r1, r3, r12, lr}\n\t"
+            "1:\n\t"
+            "ldr    r4, [r1], #4\n\t"
+            "ldr    r5, [r3], #4\n\t"
+            "ldr    r6, [r12], #4\n\t"
+            "ldr    r7, [lr], #4\n\t"
+            "sxtb16 r8, r4, ror #8\n\t"
+            "sxtb16 r9, r5, ror #8\n\t"
+            "sxtb16 r10, r6, ror #8\n\t"
+            "sxtb16 r11, r7, ror #8\n\t"
+            "sxtb16 r4, r4\n\t"
+            "sxtb16 r5, r5\n\t"
+            "sxtb16 r6, r6\n\t"
+            "sxtb16 r7, r7\n\t"
+            "stm    r0!, {r4-r11}\n\t"
+            "cmp    r0, r2\n\t"
+            "bne    1b\n\t"
+            "pop    {r4-r11, pc}\n\t");
+}
+#endif
+
 /* `groups` groups of block rows 0 .. rows - 1 (block at the first group) from src[r]. */
 static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int32_t groups)
 {
     int32_t g, r;
+#if defined(__ARM_FEATURE_DSP)
+    if (rows == 4 && groups > 0) {
+        convert4_asm(block, src, groups);
+        return;
+    }
+#endif
     if (rows == 4) {
         const int8_t *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
         for (g = 0; g < groups; g++, block += 8, s0 += 4, s1 += 4, s2 += 4, s3 += 4) {
