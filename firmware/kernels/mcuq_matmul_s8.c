@@ -375,10 +375,8 @@ static void __attribute__((naked, noinline)) rows4_asm_back(rows4_t *s)
 /* One channel of a 4-row block (weight row w, k elements used, channel_data row cd): the sums
  * start from the bias (`first`) or sums[0..3], and end as outputs (`last`; outputs4_s8() when
  * `full`, the clamp being the int8 range, and r > 0) or in sums[0..3]. */
-static inline __attribute__((always_inline)) void channel4(const mcuq_matmul_t *q, const uint32_t *block,
-                                                           int32_t k, const int8_t *w, const int32_t *cd,
-                                                           int32_t *sums, int32_t first, int32_t last,
-                                                           int8_t *out, int32_t stride, int32_t full)
+static void channel4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w, const int32_t *cd,
+                     int32_t *sums, int32_t first, int32_t last, int8_t *out, int32_t stride, int32_t full)
 {
     const uint32_t *tail = block + 8 * (k >> 2);
     int32_t a[4];
@@ -466,9 +464,9 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
 }
 
 /* 2-row blocks: two weight rows at a time (a last odd one computed twice). */
-static inline __attribute__((always_inline)) void product2(const mcuq_matmul_t *q, const uint32_t *block,
-                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
-                                                           int32_t stride, int32_t full)
+static __attribute__((noinline)) void product2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k,
+                                               const int8_t *w, int32_t n, int8_t *out, int32_t stride,
+                                               int32_t full)
 {
     const int32_t *cd = q->channel_data;
     const uint32_t *tail = block + 4 * (k >> 2);
@@ -579,9 +577,8 @@ static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
 
 /* 1-row blocks: four weight rows at a time. A last block of m < 4 rows reads rows (0, 1, 0, 1)
  * for m = 2, (0, 1, 1, 2) for m = 3 and row 0 four times for m = 1. */
-static inline __attribute__((always_inline)) void product1(const mcuq_matmul_t *q, const uint32_t *block,
-                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
-                                                           int32_t full)
+static __attribute__((noinline)) void product1(const mcuq_matmul_t *q, const uint32_t *block, int32_t k,
+                                               const int8_t *w, int32_t n, int8_t *out, int32_t full)
 {
     const int32_t *cd = q->channel_data;
     const uint32_t *tail = block + 2 * (k >> 2);
@@ -613,18 +610,12 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
     const int32_t full = local.act_min == -128 && local.act_max == 127;
     if (rows == 4) {
-        if (full) {
-            product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, 1);
-        } else {
-            product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, 0);
-        }
-    } else if (full) {
-        if (rows == 2) {
-            product2(&local, block, k, w, n, out, stride, 1);
-            return;
-        }
+        product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, full);
+    } else if (rows == 2) {
+        product2(&local, block, k, w, n, out, stride, full);
+    } else {
 #if defined(__ARM_FEATURE_DSP)
-        if ((k & 7) == 0 && k > 0 && n >= 2 && ((uintptr_t)w & 3) == 0 && local.shifts_fast) {
+        if (full && (k & 7) == 0 && k > 0 && n >= 2 && ((uintptr_t)w & 3) == 0 && local.shifts_fast) {
             rows1_t st;
             st.x = block;
             st.xend = block + 2 * (k >> 2);
@@ -643,11 +634,7 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
             return;
         }
 #endif
-        product1(&local, block, k, w, n, out, 1);
-    } else if (rows == 2) {
-        product2(&local, block, k, w, n, out, stride, 0);
-    } else {
-        product1(&local, block, k, w, n, out, 0);
+        product1(&local, block, k, w, n, out, full);
     }
 }
 
@@ -656,15 +643,8 @@ void mcuq_matmul_s8_chunk4(const mcuq_matmul_t *q, const uint32_t *block, int32_
                            int32_t stride)
 {
     const mcuq_matmul_t local = *q;
-    if (first) {
-        product4(&local, block, kc, w, ldw, n, sums, 1, 0, out, stride, 0);
-    } else if (!last) {
-        product4(&local, block, kc, w, ldw, n, sums, 0, 0, out, stride, 0);
-    } else if (local.act_min == -128 && local.act_max == 127) {
-        product4(&local, block, kc, w, ldw, n, sums, 0, 1, out, stride, 1);
-    } else {
-        product4(&local, block, kc, w, ldw, n, sums, 0, 1, out, stride, 0);
-    }
+    product4(&local, block, kc, w, ldw, n, sums, first, last, out, stride,
+             local.act_min == -128 && local.act_max == 127);
 }
 
 #endif /* MCUQ_DSP */
