@@ -20,11 +20,14 @@
  *   input before writing output element i, in increasing order (the planner uses offset 0).
  * - Cores with the DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33, M55) run the int8
  *   CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD and AVERAGE_POOL_2D kernels on SIMD paths
- *   (SMLAD & co. through <arm_acle.h>), which keep their work buffers on the stack: at most 4 KB
- *   (an im2col column block of two 640-element rows, unpacked depthwise weights, ADD's two
- *   256-entry tables; see firmware/kernels/mcuq_support.h). Layers beyond those bounds (windows
- *   of more than 640 elements, FC depth above 1280, depthwise windows over 25 taps or 640
- *   channels, depth multipliers other than 1, grouped convolution, a bias that is not constant,
+ *   (SMLAD & co. through <arm_acle.h>, short inline-assembly loops beside their C twins), which
+ *   keep their work buffers on the stack: at most 5 KB (CONV_2D: a 2.5 KB im2col column block of
+ *   four 320-element or two 640-element rows, a 1.25 KB patch for windows copied first (across
+ *   the image border, channels not in fours), 512 B of sums for four windows longer than 320
+ *   elements; unpacked depthwise weights, ADD's two 256-entry tables; see
+ *   firmware/kernels/mcuq_support.h). Layers beyond those bounds (windows of more than 640
+ *   elements, FC depth above 1280, depthwise windows over 25 taps or 640 channels, depth
+ *   multipliers other than 1, grouped convolution, a bias that is not constant,
  *   average pooling windows over 255 taps) run the plain C path, as the host and Cortex-M0/M3
  *   always do. Both paths are bit-exact.
  * - Each parameter struct is, field for field, the host simulator's Params dataclass of the
