@@ -3,11 +3,13 @@
  * already folded into the bias, then the per-channel requantization of each channel's outputs
  * as soon as its sums are done.
  *
- * The inner loops are short inline-assembly blocks on Arm (GCC 12 neither folds the rotation
- * into SXTB16 nor loads the block with LDM), each beside its C twin, the same algorithm over
- * the portable instruction definitions: the host tests run the twins (MCUQ_DSP_EMULATED), QEMU
- * runs the assembly, and both are compared with the simulator. All sums wrap modulo 2^32 like
- * TFLM's int32 accumulator (SMLAD's result does). */
+ * On Arm the hot loops are assembly (GCC 12 neither folds the rotation into SXTB16 nor loads
+ * the block with LDM, and spills around its requantization): dot_4x1()'s inner loop, and the
+ * whole channel loops rows4_asm() (4-row blocks: convolutions) and rows1_asm() (1-row blocks:
+ * FULLY_CONNECTED), naked functions that need no free register from the compiler. Each has a
+ * C twin, the same algorithm over the portable instruction definitions: the host tests run the
+ * twins (MCUQ_DSP_EMULATED), QEMU runs the assembly, and both are compared with the simulator.
+ * All sums wrap modulo 2^32 like TFLM's int32 accumulator (SMLAD's result does). */
 #include "mcuq_support.h"
 
 int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,
@@ -101,36 +103,6 @@ static inline void dot_4x1(const uint32_t *x, const int8_t *w, int32_t groups, i
 static inline void dot_2x2(const uint32_t *x, const int8_t *w, int32_t stride, int32_t groups, int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-#if defined(__ARM_FEATURE_DSP)
-    const uint32_t *end = x + 4 * groups;
-    uint32_t v0, v1, t;
-    if (groups) {
-        /* per group: both weight words, the rows' even words (r8, r9), 4 SMLADs, the odd words, 4 SMLADs */
-        __asm__("1:\n\t"
-                "ldr    %[v1], [%[w], %[s]]\n\t"
-                "ldr    %[v0], [%[w]], #4\n\t"
-                "ldm    %[x]!, {r8, r9}\n\t"
-                "sxtb16 %[t], %[v0]\n\t"
-                "smlad  %[a0], r8, %[t], %[a0]\n\t"
-                "smlad  %[a1], r9, %[t], %[a1]\n\t"
-                "sxtb16 %[t], %[v1]\n\t"
-                "smlad  %[a2], r8, %[t], %[a2]\n\t"
-                "smlad  %[a3], r9, %[t], %[a3]\n\t"
-                "ldm    %[x]!, {r8, r9}\n\t"
-                "sxtb16 %[v0], %[v0], ror #8\n\t"
-                "smlad  %[a0], r8, %[v0], %[a0]\n\t"
-                "smlad  %[a1], r9, %[v0], %[a1]\n\t"
-                "sxtb16 %[v1], %[v1], ror #8\n\t"
-                "smlad  %[a2], r8, %[v1], %[a2]\n\t"
-                "smlad  %[a3], r9, %[v1], %[a3]\n\t"
-                "cmp    %[x], %[end]\n\t"
-                "bne    1b\n\t"
-                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
-                  [v0] "=&r"(v0), [v1] "=&r"(v1), [t] "=&r"(t)
-                : [s] "r"(stride), [end] "r"(end)
-                : "r8", "r9", "cc", "memory");
-    }
-#else
     int32_t g;
     for (g = 0; g < groups; g++, x += 4, w += 4) {
         const uint32_t v0 = mcuq_read_u32(w), v1 = mcuq_read_u32(w + stride);
@@ -139,7 +111,6 @@ static inline void dot_2x2(const uint32_t *x, const int8_t *w, int32_t stride, i
         a2 = mac4(x[0], x[2], v1, a2);
         a3 = mac4(x[1], x[3], v1, a3);
     }
-#endif
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;
@@ -152,42 +123,6 @@ static inline void dot_1x4(const uint32_t *x, const int8_t *w, const int8_t *w2,
                            int32_t *a)
 {
     int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-#if defined(__ARM_FEATURE_DSP)
-    const uint32_t *end = x + 2 * groups;
-    uint32_t v, t;
-    if (groups) {
-        /* per group: the even and odd block words (r8, r9), then per weight row its word, SXTB16,
-         * SMLAD, SXTB16 ROR 8, SMLAD */
-        __asm__("1:\n\t"
-                "ldm    %[x]!, {r8, r9}\n\t"
-                "ldr    %[v], [%[w], %[s]]\n\t"
-                "sxtb16 %[t], %[v]\n\t"
-                "smlad  %[a1], r8, %[t], %[a1]\n\t"
-                "sxtb16 %[v], %[v], ror #8\n\t"
-                "smlad  %[a1], r9, %[v], %[a1]\n\t"
-                "ldr    %[v], [%[w]], #4\n\t"
-                "sxtb16 %[t], %[v]\n\t"
-                "smlad  %[a0], r8, %[t], %[a0]\n\t"
-                "sxtb16 %[v], %[v], ror #8\n\t"
-                "smlad  %[a0], r9, %[v], %[a0]\n\t"
-                "ldr    %[v], [%[w2], %[s]]\n\t"
-                "sxtb16 %[t], %[v]\n\t"
-                "smlad  %[a3], r8, %[t], %[a3]\n\t"
-                "sxtb16 %[v], %[v], ror #8\n\t"
-                "smlad  %[a3], r9, %[v], %[a3]\n\t"
-                "ldr    %[v], [%[w2]], #4\n\t"
-                "sxtb16 %[t], %[v]\n\t"
-                "smlad  %[a2], r8, %[t], %[a2]\n\t"
-                "sxtb16 %[v], %[v], ror #8\n\t"
-                "smlad  %[a2], r9, %[v], %[a2]\n\t"
-                "cmp    %[x], %[end]\n\t"
-                "bne    1b\n\t"
-                : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(x), [w] "+r"(w),
-                  [w2] "+r"(w2), [v] "=&r"(v), [t] "=&r"(t)
-                : [s] "r"(stride), [end] "r"(end)
-                : "r8", "r9", "cc", "memory");
-    }
-#else
     int32_t g;
     for (g = 0; g < groups; g++, x += 2, w += 4, w2 += 4) {
         a0 = mac4(x[0], x[1], mcuq_read_u32(w), a0);
@@ -195,7 +130,6 @@ static inline void dot_1x4(const uint32_t *x, const int8_t *w, const int8_t *w2,
         a2 = mac4(x[0], x[1], mcuq_read_u32(w2), a2);
         a3 = mac4(x[0], x[1], mcuq_read_u32(w2 + stride), a3);
     }
-#endif
     a[0] = a0;
     a[1] = a1;
     a[2] = a2;
@@ -224,33 +158,11 @@ static inline __attribute__((always_inline)) int8_t output(int32_t acc, int32_t 
 static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, const int32_t *cd, int32_t zp,
                                int8_t *out, int32_t s)
 {
-#if defined(__ARM_FEATURE_DSP)
-#define OUTPUT_S8(a, store)                                                                               \
-    "add    %[hi], %[h], %[" a "], asr #31\n\t"                                                           \
-    "and    %[lo], %[" a "], #0x80000000\n\t"                                                             \
-    "orr    %[lo], %[lo], #0x40000000\n\t"                                                                \
-    "smlal  %[lo], %[hi], %[" a "], %[m]\n\t"                                                             \
-    "asr    %[hi], %[hi], %[r]\n\t"                                                                       \
-    "add    %[hi], %[hi], %[zp]\n\t"                                                                      \
-    "ssat   %[hi], #8, %[hi]\n\t"                                                                         \
-    "strb   %[hi], " store "\n\t"
-    int32_t m, r, h, lo, hi;
-    __asm__ volatile("ldrd   %[m], %[r], [%[cd], #4]\n\t"
-            "ldr    %[h], [%[cd], #12]\n\t"
-            OUTPUT_S8("a0", "[%[o]]") OUTPUT_S8("a1", "[%[o], %[s]]")
-            "add    %[o], %[o], %[s], lsl #1\n\t"
-            OUTPUT_S8("a2", "[%[o]]") OUTPUT_S8("a3", "[%[o], %[s]]")
-            : [m] "=&r"(m), [r] "=&r"(r), [h] "=&r"(h), [lo] "=&r"(lo), [hi] "=&r"(hi), [o] "+r"(out)
-            : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [cd] "r"(cd), [zp] "r"(zp), [s] "r"(s)
-            : "memory");
-#undef OUTPUT_S8
-#else
     const int32_t m = cd[1], r = cd[2], h = cd[3];
     out[0] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a0, m, r, h, zp));
     out[s] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a1, m, r, h, zp));
     out[2 * s] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a2, m, r, h, zp));
     out[3 * s] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a3, m, r, h, zp));
-#endif
 }
 
 #if defined(__ARM_FEATURE_DSP)
