@@ -272,8 +272,9 @@ static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
 }
 
 /* Other rows: the loop runs over the last, partial group too (the block's lanes past k are 0,
- * so the bytes read past the row, at most 3 and still in the filter or the flash right after
- * it, add nothing) and then steps back by `back` = k4 - k. */
+ * so the bytes read past the row, at most 3, add nothing: the filter's own next row, or what
+ * follows the filter in flash or on the stack, all readable on these cores; the C twin reads
+ * none) and then steps back by `back` = k4 - k. */
 static void __attribute__((naked, noinline)) rows4_asm_back(rows4_t *s)
 {
     (void)s;
