@@ -216,9 +216,14 @@ def build(pack_dir: str, board: str | None) -> None:
 def flash(pack_dir: str, port: str | None) -> None:
     """Load DIR's firmware onto its board, or start it in QEMU in the background; prints its port."""
     from mcuq.flash import flash as flash_firmware
+    from mcuq.flash import stop as stop_emulator
 
-    click.echo(flash_firmware(pack_dir, port))
-    click.echo(f"now `mcuq verify {pack_dir}` talks to it (`mcuq stop {pack_dir}` ends an emulator)", err=True)
+    try:
+        click.echo(flash_firmware(pack_dir, port))
+        click.echo(f"now `mcuq verify {pack_dir}` talks to it (`mcuq stop {pack_dir}` ends an emulator)", err=True)
+    except KeyboardInterrupt:  # interrupted even after the emulator came up: leave none behind
+        stop_emulator(pack_dir)
+        raise
 
 
 @main.command()

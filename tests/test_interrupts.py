@@ -188,8 +188,10 @@ def test_cli_flash_interrupted(built, sig):
             if assert_clean_exit(code, err, sig):
                 no_emulator_left(built)
             else:  # finished before the signal: its emulator runs and is recorded
-                assert flash.running_emulator(built) is not None
-                assert len(qemu_pids(elf)) == 1
+                state = built / BUILD_SUBDIR / flash.STATE_FILE
+                seen = (code, err, state.read_text() if state.exists() else None, qemu_pids(elf))
+                assert flash.running_emulator(built) is not None, seen
+                assert len(qemu_pids(elf)) == 1, seen
             outcomes.append(code)
         finally:
             flash.stop(built)
