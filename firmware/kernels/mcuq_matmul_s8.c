@@ -198,7 +198,8 @@ typedef struct {
     "smlad  r2, r9, r5, r2\n\t"                                                                           \
     "smlad  r3, r10, r5, r3\n\t"                                                                          \
     "smlad  r4, r11, r5, r4\n\t"
-/* Output of sum a into r9 (outputs4_s8()): M in r5, r in r6, h in r7, zp in r10. */
+/* Output of sum a into r9 (outputs4_s8()): M in r5, r in r6, h in r7, zp in r10 (rows4_asm
+ * and rows1_asm). */
 #define ASM_OUTPUT(a)                                                                                     \
     "add    r9, r7, " a ", asr #31\n\t"                                                                   \
     "and    r8, " a ", #0x80000000\n\t"                                                                   \
@@ -282,7 +283,6 @@ static void __attribute__((naked, noinline)) rows4_asm_back(rows4_t *s)
 }
 #undef ROWS4_ASM
 #undef ASM_GROUP
-#undef ASM_OUTPUT
 #endif
 
 /* One channel of a 4-row block (weight row w, k elements used, channel_data row cd): the sums
@@ -434,15 +434,6 @@ typedef struct {
     "smlad  " a ", r10, r6, " a "\n\t"                                                                    \
     "sxtb16 r5, r5, ror #8\n\t"                                                                           \
     "smlad  " a ", r11, r5, " a "\n\t"
-/* Output of sum a into r9: M in r5, r in r6, h in r7, zp in r10 (as outputs4_s8()). */
-#define ASM_OUTPUT1(a)                                                                                    \
-    "add    r9, r7, " a ", asr #31\n\t"                                                                   \
-    "and    r8, " a ", #0x80000000\n\t"                                                                   \
-    "orr    r8, r8, #0x40000000\n\t"                                                                      \
-    "smlal  r8, r9, " a ", r5\n\t"                                                                        \
-    "asr    r9, r9, r6\n\t"                                                                               \
-    "add    r9, r9, r10\n\t"                                                                              \
-    "ssat   r9, #8, r9\n\t"
 
 static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
 {
@@ -470,10 +461,10 @@ static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
             "ldr    r10, [r0, #28]\n\t"
             "ldr    r11, [r0, #24]\n\t"
             "ldrd   r5, r6, [lr, #4]\n\t"
-            "ldr    r7, [lr, #12]\n\t" ASM_OUTPUT1("r1")
+            "ldr    r7, [lr, #12]\n\t" ASM_OUTPUT("r1")
             "strb   r9, [r11]\n\t"
             "ldrd   r5, r6, [lr, #20]\n\t"
-            "ldr    r7, [lr, #28]\n\t" ASM_OUTPUT1("r2")
+            "ldr    r7, [lr, #28]\n\t" ASM_OUTPUT("r2")
             "strb   r9, [r11, #1]\n\t"
             "add    r11, r11, #2\n\t"
             "str    r11, [r0, #24]\n\t"
@@ -485,7 +476,7 @@ static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
             "pop    {r4-r11, pc}\n\t");
 }
 #undef ASM_PAIR
-#undef ASM_OUTPUT1
+#undef ASM_OUTPUT
 #endif
 
 /* 1-row blocks: four weight rows at a time. A last block of m < 4 rows reads rows (0, 1, 0, 1)
