@@ -83,13 +83,13 @@ class OnTarget:
 
 def run_on_target(model: Path, board: str, pack_dir: Path, count: int,
                   warn: Callable[[str], None] = print,
-                  options: pipeline.QuantOptions = pipeline.QuantOptions()) -> OnTarget:
+                  options: pipeline.QuantOptions = pipeline.QuantOptions(), optimize: str = "speed") -> OnTarget:
     """Pack ``model`` (a .tflite, quantized with ``options`` if float) for ``board`` into ``pack_dir``,
-    build the firmware, flash it (emulated boards: start QEMU), run ``count`` seeded random inputs
+    build the firmware (`mcuq build --optimize`), flash it (emulated boards: start QEMU), run ``count`` seeded random inputs
     with `mcuq verify` and stop the emulator, whatever happened. Exits with verify's table when
     any output is not bit-exact: a count of a wrong computation is worth nothing."""
     packed = pipeline.pack(model, board, pack_dir, options, warn)
-    built = build(pack_dir)
+    built = build(pack_dir, optimize=optimize)
     try:
         flash.flash(pack_dir)
         result = verify(pack_dir, count=count)

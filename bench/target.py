@@ -20,7 +20,8 @@ relative residual is printed beside it.
 Beside each int8 model runs a power-of-two version (every requantization a shift: `--scheme
 pow2`), quantized by mcuq from the float original (ad01_fp32, vww_96_float, pretrainedResnet;
 kws_ref_model_float32 is a dynamic-range hybrid, so kws has none) and calibrated on seeded random
-inputs: its counts are comparable, its accuracy is not measured here.
+inputs: its counts are comparable, its accuracy is not measured here. On qemu-m7 each int8 model
+also runs built with `mcuq build --optimize size` (everything at -Os): less code, more instructions.
 
 Each run appends one record (git commit, date, per board and model: instructions, arena, code,
 flash, RAM) to bench/results/history.jsonl and prints the change against the previous record, so
@@ -83,12 +84,13 @@ def kind(graph, node) -> str:
     return op
 
 
-def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Scheme = Scheme.TFLITE) -> dict:
-    """Pack, build, flash and verify ``name`` (pow2: its float source quantized with power-of-two
-    scales) on ``board``: totals and one row per layer."""
+def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Scheme = Scheme.TFLITE,
+            optimize: str = "speed") -> dict:
+    """Pack, build (``optimize``: `mcuq build --optimize`), flash and verify ``name`` (pow2: its
+    float source quantized with power-of-two scales) on ``board``: totals and one row per layer."""
     source = name if scheme == Scheme.TFLITE else POW2_SOURCE[name]
-    run = run_on_target(model_path(source), board, work / f"{source}-{scheme}-{board}", COUNT, print,
-                        QuantOptions(scheme=scheme))
+    run = run_on_target(model_path(source), board, work / f"{source}-{scheme}-{optimize}-{board}", COUNT, print,
+                        QuantOptions(scheme=scheme), optimize)
     packed, built, result = run.packed, run.built, run.result
     graph = packed.integer.graph
     macs = sum(c.macs for c in result.layers)
@@ -102,6 +104,7 @@ def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Sch
     return {
         "model": name,
         "scheme": str(scheme),
+        "optimize": optimize,
         "source": source,
         "board": board,
         "sha256": packed.manifest["model_sha256"],
@@ -190,8 +193,9 @@ def git_state() -> tuple[str, bool]:
 
 
 def key(run: dict) -> str:
-    """model@board, model/pow2@board for the power-of-two versions."""
-    return f"{run['model']}{'' if run['scheme'] == Scheme.TFLITE else '/' + run['scheme']}@{run['board']}"
+    """model@board; model/pow2@board for the power-of-two versions, model/size@board for size builds."""
+    suffix = "" if run["scheme"] == Scheme.TFLITE else "/" + run["scheme"]
+    return f"{run['model']}{suffix}{'/size' if run.get('optimize') == 'size' else ''}@{run['board']}"
 
 
 def history_record(runs: list[dict]) -> dict:
@@ -235,13 +239,14 @@ def main() -> None:
         runs = [measure(name, board, Path(work), tflm[name]) for board in BOARDS for name in MODELS]
         runs += [measure(name, board, Path(work), tflm[name], Scheme.POW2) for board in BOARDS
                  for name in MODELS if name in POW2_SOURCE]
-    fits = {board: fit_mac_cost([r for r in runs if r["board"] == board and r["scheme"] == Scheme.TFLITE])
-            for board in BOARDS}
+        runs += [measure(name, BOARDS[0], Path(work), tflm[name], optimize="size") for name in MODELS]
+    fits = {board: fit_mac_cost([r for r in runs if r["board"] == board and r["scheme"] == Scheme.TFLITE
+                                 and r["optimize"] == "speed"]) for board in BOARDS}
     for r in runs:
         r["work_split"] = work_split(r, fits[r["board"]])
-    print_table(("model", "scheme", "board", "instructions", "MACs", "instr/MAC", "MAC loops", "per-output", "unsplit",
+    print_table(("model", "scheme", "optimize", "board", "instructions", "MACs", "instr/MAC", "MAC loops", "per-output", "unsplit",
                  "TFLM (m7)", "arena", "TFLM head", "code", "weights", "tables", "RAM"),
-                [(r["model"], r["scheme"], r["board"], r["instructions"], r["macs"], f"{r['instructions_per_mac']:.2f}",
+                [(r["model"], r["scheme"], r["optimize"], r["board"], r["instructions"], r["macs"], f"{r['instructions_per_mac']:.2f}",
                   r["work_split"]["mac_loops"], r["work_split"]["per_output"], r["work_split"]["unsplit"],
                   TFLM_M7[r["model"]][0], r["arena_bytes"], r["tflm_arena_head_bytes"], r["code_bytes"],
                   r["weight_bytes"], r["table_bytes"], r["ram_bytes"]) for r in runs])

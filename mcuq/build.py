@@ -41,6 +41,7 @@ INSTALL_HINT = ("install it with `sudo apt-get install --no-install-recommends g
                 "libnewlib-arm-none-eabi` (scripts/setup.sh does)")
 CFLAGS = ("-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-ffunction-sections", "-fdata-sections",
           "-fno-common")
+OPTIMIZE = ("speed", "size")  # mcuq build --optimize
 DSP_MARK = "MCUQ_DSP"  # kernels with a DSP path (the hot ones) stay at -O2; the rest is built for size
 NS_PER_S = 1_000_000_000
 LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
@@ -145,8 +146,12 @@ def read_build(pack_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def build(pack_dir: str | Path, board: str | None = None, progress: Progress | None = None) -> BuildResult:
-    """Build DIR/build/firmware.{elf,bin,hex} for ``board`` (default: the board DIR was packed for)."""
+def build(pack_dir: str | Path, board: str | None = None, progress: Progress | None = None,
+          optimize: str = "speed") -> BuildResult:
+    """Build DIR/build/firmware.{elf,bin,hex} for ``board`` (default: the board DIR was packed for);
+    ``optimize`` is one of OPTIMIZE (see _size_flags)."""
+    if optimize not in OPTIMIZE:
+        raise McuqError(f"--optimize {optimize}: choose one of {', '.join(OPTIMIZE)}")
     pack_dir = Path(pack_dir).resolve()
     b = load_board(board or read_manifest(pack_dir)["board"])
     gcc = toolchain()
@@ -158,7 +163,7 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
     objects: dict[Path, Path] = {}
     fresh = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        jobs = {pool.submit(_compile, gcc, (*flags, *_size_flags(src)), src): src for src in srcs}
+        jobs = {pool.submit(_compile, gcc, (*flags, *_size_flags(src, optimize)), src): src for src in srcs}
         for job in as_completed(jobs):
             objects[jobs[job]], compiled = job.result()
             fresh += compiled
@@ -176,7 +181,8 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         code_used = flash_used - _sizes(gcc, objects[srcs[-1]])[0]  # all but the packed model's data
         record = {"board": b.name, "flash_used": flash_used, "code_used": code_used, "flash_bytes": b.flash_bytes,
                   "ram_used": ram_used, "ram_bytes": b.ram_bytes, "mcuq_version": __version__,
-                  "cflags": list(flags), "ldflags": [*b.cflags, *LDFLAGS]}
+                  "optimize": optimize, "cflags": list(flags) + (["-Os"] if optimize == "size" else []),
+                  "ldflags": [*b.cflags, *LDFLAGS]}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         objcopy = _tool(gcc, "objcopy")
         for fmt, name in (("binary", "firmware.bin"), ("ihex", "firmware.hex")):
@@ -199,11 +205,13 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
                        flash_used, b.flash_bytes, ram_used, b.ram_bytes, fresh, len(srcs) - fresh, code_used)
 
 
-def _size_flags(src: Path) -> tuple[str, ...]:
-    """-Os for everything but the kernels with a DSP path (as TFLM's core is built at -Os): the
-    app, port and runtime run between inferences or once per node, the plain kernels (softmax,
-    pools, int16, I/O conversion) on few elements; the model file holds only data."""
-    hot = src.parent == FIRMWARE_DIR / "kernels" and DSP_MARK in src.read_text()
+def _size_flags(src: Path, optimize: str) -> tuple[str, ...]:
+    """"speed": -Os for everything but the kernels with a DSP path (as TFLM's core is built at
+    -Os): the app, port and runtime run between inferences or once per node, the plain kernels
+    (softmax, pools, int16, I/O conversion) on few elements; the model file holds only data.
+    "size": -Os for all (the hot loops are assembly either way): about 3 KB less code for about
+    6 % more instructions on the MLPerf Tiny CNNs (README, Results)."""
+    hot = optimize == "speed" and src.parent == FIRMWARE_DIR / "kernels" and DSP_MARK in src.read_text()
     return () if hot else ("-Os",)
 
 

@@ -199,12 +199,14 @@ class _Bar:
 @main.command()
 @click.argument("pack_dir", type=click.Path(file_okay=False))
 @click.option("--board", default=None, help="Board to build for (default: the one DIR was packed for).")
-def build(pack_dir: str, board: str | None) -> None:
+@click.option("--optimize", type=click.Choice(["speed", "size"]), default="speed", show_default=True,
+              help="speed: the DSP kernels at -O2, the rest at -Os; size: everything at -Os.")
+def build(pack_dir: str, board: str | None, optimize: str) -> None:
     """Cross-compile the firmware for a pack output DIR and report flash and RAM use."""
     from mcuq.build import build as build_firmware
 
     with _Bar("compiling") as bar:
-        result = build_firmware(pack_dir, board, progress=bar)
+        result = build_firmware(pack_dir, board, progress=bar, optimize=optimize)
     click.echo(result.summary())
     click.echo(f"  {result.elf}")
 

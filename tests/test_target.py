@@ -38,9 +38,9 @@ CASES = ([(board, m) for board in ("qemu-m7", "qemu-m4") for m in MODELS if m !=
          + [(board, m) for board in ("qemu-m55", "qemu-stm32f4") for m in ("kws_ref_model", "ad01_int8")])
 
 
-def run_on_emulator(pack: Path, count: int) -> VerifyResult:
+def run_on_emulator(pack: Path, count: int, optimize: str = "speed") -> VerifyResult:
     """Build DIR, start its emulator, verify (finding the emulator without a port), stop it."""
-    build(pack)
+    build(pack, optimize=optimize)
     flash.flash(pack)
     try:
         return verify(pack, count=count, timeout=5.0, run_timeout=60.0)
@@ -91,3 +91,14 @@ def test_corrupted_layer_is_named(tmp_path, model, node):
     assert (d.layer, d.op, d.tensor) == (node, str(target.op), graph.tensor(target.outputs[0]).name)
     assert 0 < d.got - d.expected <= 8  # less where the shifted value saturates
     assert f"layer {node} ({target.op})" in result.verdict
+
+
+@pytest.mark.parametrize("model", ["pretrainedResnet_quant", "kws_ref_model"])
+def test_size_build_bit_exact_and_smaller(tmp_path, model):
+    """`mcuq build --optimize size` (all -Os: the assembly loops' functions then start on 2-byte
+    boundaries, which once broke ADR in the channel loop) runs bit-exact, with less code."""
+    pack = make_pack(model_path(MODELS[model]), tmp_path / model)
+    speed_code = build(pack).code_used
+    result = run_on_emulator(pack, 1, optimize="size")
+    assert result.ok and result.exact == 1, result.format_table()
+    assert build(pack, optimize="size").code_used < speed_code

@@ -265,8 +265,10 @@ typedef struct {
             "add    sp, sp, #40\n\t"                                                                      \
             "pop    {r4-r11, pc}\n\t")
 
-/* Rows of a multiple of 4 elements: each channel's loop ends at the next row. */
-static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
+/* Rows of a multiple of 4 elements: each channel's loop ends at the next row. aligned(4): ADR
+ * computes from the word-aligned PC, so its offsets hold only if the function starts on a word
+ * (-Os aligns functions to 2 bytes; the channel loop then jumped 2 bytes off, into an instruction). */
+static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
 {
     (void)s;
     ROWS4_ASM("");
@@ -276,7 +278,7 @@ static void __attribute__((naked, noinline)) rows4_asm(rows4_t *s)
  * so the bytes read past the row, at most 3, add nothing: the filter's own next row, or what
  * follows the filter in flash or on the stack, all readable on these cores; the C twin reads
  * none) and then steps back by `back` = k4 - k. */
-static void __attribute__((naked, noinline)) rows4_asm_back(rows4_t *s)
+static void __attribute__((naked, noinline, aligned(4))) rows4_asm_back(rows4_t *s)
 {
     (void)s;
     ROWS4_ASM("ldr    r5, [sp, #32]\n\tsub    r12, r12, r5\n\t");
