@@ -26,7 +26,7 @@ from pathlib import Path
 from string import Template
 from typing import Callable
 
-from mcuq import __version__
+from mcuq import __version__, interrupts
 from mcuq.boards import Board, load_board
 from mcuq.errors import BoardFitError, DeviceError, McuqError, ModelError
 
@@ -190,15 +190,17 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         for name in KEEP_ACROSS_BUILDS:
             if (out / name).exists():
                 shutil.copy2(out / name, tmp / name)
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
+        with interrupts.deferred():  # the swap is never cut in half
+            shutil.rmtree(old, ignore_errors=True)
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
     finally:
-        if old.exists() and not out.exists():  # interrupted between the renames
-            old.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interrupts.deferred():  # nor the clean-up
+            if old.exists() and not out.exists():  # failed between the renames
+                old.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         progress(total, total)
     return BuildResult(b.name, out / "firmware.elf", out / "firmware.bin", out / "firmware.hex",

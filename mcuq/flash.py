@@ -24,14 +24,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import serial.tools.list_ports
 
+from mcuq import interrupts
 from mcuq.boards import Board, load_board
 from mcuq.build import BUILD_SUBDIR, read_build
 from mcuq.errors import DeviceError
@@ -118,7 +116,7 @@ def _start_emulator(pack_dir: Path, board: Board, elf: Path, port: str | int | N
     try:
         for _ in range(3 if port is None else 1):  # a free port can be taken before QEMU binds it
             tcp = int(str(port).rsplit(":", 1)[-1]) if port is not None else _free_port()
-            with open(log, "wb") as out, _interrupts_deferred():  # a child started is a child recorded
+            with open(log, "wb") as out, interrupts.deferred():  # a child started is a child recorded
                 proc = subprocess.Popen(qemu_command(board, elf, tcp), stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, start_new_session=True)
             why = _wait_listening(proc, log)
@@ -142,25 +140,6 @@ def _start_emulator(pack_dir: Path, board: Board, elf: Path, port: str | int | N
         raise
     _children[proc.pid] = proc
     return url
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C / SIGTERM until the block ends: a signal inside Popen (after the fork, before it
-    returns) would otherwise leave a QEMU running that no one knows of. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda num, _frame: pending.append(num))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if pending:
-            signal.raise_signal(pending[0])
 
 
 def _wait_listening(proc: subprocess.Popen, log: Path) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mcuq import __version__
+from mcuq import __version__, interrupts
 from mcuq.errors import McuqError, ModelError
 from mcuq.graphfile import save_graph
 from mcuq.ir import NO_TENSOR, Graph, Node, Op
@@ -238,17 +238,19 @@ def write_pack_dir(out_dir: Path, graph: Graph, sources: PackedSources, manifest
         for name, data in extra.items():
             (tmp / name).write_bytes(data)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-        tmp.rename(out_dir)
+        with interrupts.deferred():  # the swap is never cut in half
+            if out_dir.exists():
+                old = out_dir.with_name(f".{out_dir.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                out_dir.rename(old)
+            tmp.rename(out_dir)
     finally:
-        if old is not None and not out_dir.exists():  # interrupted between the renames
-            old.rename(out_dir)
-        for leftover in (old, tmp):
-            if leftover is not None:
-                shutil.rmtree(leftover, ignore_errors=True)
+        with interrupts.deferred():  # nor the clean-up (a second Ctrl-C left .DIR.old behind)
+            if old is not None and not out_dir.exists():  # failed between the renames
+                old.rename(out_dir)
+            for leftover in (old, tmp):
+                if leftover is not None:
+                    shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _json_default(value: Any) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "mcuq"
 
 # Stages in flow order; a module may import only from stages listed before its own.
-ORDER = ["__init__", "errors", "ir", "fixedpoint", "reader", "writer", "graphfile", "summary", "boards",
+ORDER = ["__init__", "errors", "interrupts", "ir", "fixedpoint", "reader", "writer", "graphfile", "summary", "boards",
          "simulate", "quant", "plan", "pack", "hostsim", "build", "flash", "link", "verify", "pipeline", "cli",
          "__main__"]
 
