@@ -72,12 +72,13 @@ static MCUQ_S4_NOINLINE void conv_dsp(const mcuq_conv_params_t *p, const int8_t 
     const int32_t k = p->filter_h * p->filter_w * p->input_c, k8 = (k + 7) & ~7, n = p->output_c;
     const int32_t pixels = p->batches * p->output_h * p->output_w, image_bytes = p->input_h * p->input_w * p->input_c;
     int32_t i, r, rows, b = 0, oy = 0, ox = 0;
-    mcuq_s4_matmul_t q;
+    mcuq_matmul_t q; /* the int8 product's parameters; shifts_fast is not read here */
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    q.shifts_fast = 0;
     for (i = k; i < k8; i++) {
         patch[i] = 0; /* the lanes past k: the patch converts in whole groups of 8 */
     }

@@ -15,11 +15,12 @@ static MCUQ_S4_NOINLINE void fully_connected_dsp(const mcuq_fully_connected_para
     uint32_t block[MCUQ_S4_BLOCK_WORDS];
     const int32_t k = p->depth, n = p->units;
     int32_t b, r, i, rows;
-    mcuq_s4_matmul_t q;
+    mcuq_matmul_t q; /* the int8 product's parameters; shifts_fast is not read here */
     q.channel_data = p->channel_data;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
+    q.shifts_fast = 0;
     for (b = 0; b < p->batches; b += rows, input += rows * k, output += rows * n) {
         rows = p->batches - b >= 2 && k <= MCUQ_S4_MAX_DEPTH ? 2 : 1;
         for (r = 0; r < rows; r++) {

@@ -126,7 +126,7 @@ static inline void channel_sums(const uint32_t *block, int32_t rows, int32_t k, 
 }
 
 /* The product for a block of `rows` rows (a constant where this is inlined). */
-static inline void product(const mcuq_s4_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
+static inline void product(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
                            const uint8_t *w, int32_t n, int8_t *out, int32_t stride)
 {
     int32_t c, r;
@@ -142,7 +142,7 @@ static inline void product(const mcuq_s4_matmul_t *q, const uint32_t *block, int
     }
 }
 
-void mcuq_matmul_s8_s4(const mcuq_s4_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
+void mcuq_matmul_s8_s4(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
                        const uint8_t *w, int32_t n, int8_t *out, int32_t stride)
 {
     if (rows == 4) {

@@ -64,20 +64,10 @@ static inline void mcuq_s4_unpack(const uint8_t *w, int32_t n, int8_t *out)
  * last group past k are set to 0. */
 void mcuq_s4_block_put(uint32_t *block, int32_t rows, int32_t r, const int8_t *x, int32_t k);
 
-/* What a product needs besides block and weights: output channel c of row r starts from
- * channel_data[c][0] + row_bias[r] (bias folded into channel_data; row_bias is FULLY_CONNECTED's
- * filter_offset * sum x), then clamp(requantize + output_offset) from channel_data[c]. */
-typedef struct {
-    const int32_t *channel_data; /* [n][4] */
-    int32_t row_bias[4];
-    int32_t output_offset;
-    int32_t act_min;
-    int32_t act_max;
-} mcuq_s4_matmul_t;
-
-/* out[r * stride + c] for r < rows (1, 2 or 4), c < n: the k-element rows of `block` times the
+/* out[r * stride + c] for r < rows (1, 2 or 4), c < n (q: mcuq_matmul_t of mcuq_support.h, its
+ * shifts_fast unread): the k-element rows of `block` times the
  * packed int4 weight rows c (elements c * k .. c * k + k - 1 of w). */
-void mcuq_matmul_s8_s4(const mcuq_s4_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
+void mcuq_matmul_s8_s4(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k,
                        const uint8_t *w, int32_t n, int8_t *out, int32_t stride);
 #endif /* MCUQ_DSP */
 
