@@ -100,18 +100,45 @@ static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_
 }
 
 /* Filter rows ky0 .. ky1 - 1 of a window inside the image (undilated columns) from src, its
- * first tap, into patch: a few words and bytes per filter row. */
+ * first tap, into patch: rows of 4 bytes or more as words, the last word of a row overlapping
+ * the one before it (no byte copies, nothing written past the row). */
 static void copy_window(const geometry_t *g, int8_t *patch, const int8_t *src, int32_t ky0, int32_t ky1)
 {
-    const int32_t words = g->span >> 2, bytes = g->span & 3;
+    const int32_t span = g->span, last = span - 4;
     int32_t ky, i;
-    for (ky = ky0; ky < ky1; ky++, src += g->row_step) {
-        const int8_t *s = src;
-        for (i = 0; i < words; i++, s += 4, patch += 4) {
-            mcuq_write_u32(patch, mcuq_read_u32(s));
+    for (ky = ky0; ky < ky1; ky++, src += g->row_step, patch += span) {
+        if (last < 0) {
+            for (i = 0; i < span; i++) {
+                patch[i] = src[i];
+            }
+            continue;
         }
-        for (i = 0; i < bytes; i++) {
-            *patch++ = *s++;
+        for (i = 0; i < last; i += 4) {
+            mcuq_write_u32(patch + i, mcuq_read_u32(src + i));
+        }
+        mcuq_write_u32(patch + last, mcuq_read_u32(src + last));
+    }
+}
+
+/* The whole windows of four output pixels inside the image (undilated columns) from their
+ * first taps src[r] into the four quarters of patch, a filter row of span >= 4 bytes at a time
+ * as words, a row's last word overlapping the one before it: nothing is written past k, so the
+ * bytes k .. k4 - 1 stay 0. */
+static void copy_windows4(const geometry_t *g, int8_t *patch, const int8_t *const *src)
+{
+    enum { Q = PATCH_BYTES / 4 };
+    const int32_t span = g->span, last = span - 4, step = g->row_step;
+    const int8_t *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
+    int32_t ky, j;
+    for (ky = 0; ky < g->kh; ky++, patch += span, s0 += step, s1 += step, s2 += step, s3 += step) {
+        for (j = 0;; j = j + 4 < last ? j + 4 : last) {
+            mcuq_write_u32(patch + j, mcuq_read_u32(s0 + j));
+            mcuq_write_u32(patch + Q + j, mcuq_read_u32(s1 + j));
+            mcuq_write_u32(patch + 2 * Q + j, mcuq_read_u32(s2 + j));
+            mcuq_write_u32(patch + 3 * Q + j, mcuq_read_u32(s3 + j));
+            if (j == last) {
+                break;
+            }
         }
     }
 }
@@ -267,12 +294,14 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         return;
     }
     for (i = 0; i < pixels; i += rows) {
+        int32_t inside = 1;
         rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : pixels - i >= 2 ? 2 : 1;
         for (r = 0; r < rows; r++) {
             o[r].image = image;
             o[r].y0 = y0;
             o[r].x0 = x0;
             o[r].inside = g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w;
+            inside &= o[r].inside;
             x0 += p->stride_w;
             if (++ox == ow) {
                 ox = 0;
@@ -285,7 +314,18 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                 }
             }
         }
-        if (rows < 4 || chunk_rows == g.kh) {
+        if (rows == 4 && inside && !g.direct && g.span >= 4 && chunk_rows == g.kh) {
+            const int8_t *src[4];
+            for (r = 0; r < 4; r++) {
+                src[r] = input + o[r].image + o[r].y0 * g.row_bytes + o[r].x0 * g.ic;
+            }
+            copy_windows4(&g, patch, src);
+            for (r = 0; r < 4; r++) {
+                src[r] = patch + r * (PATCH_BYTES / 4);
+            }
+            convert(block, 4, src, g.k4 >> 2);
+            mcuq_matmul_s8(&q, block, 4, k, filter, n, output, n);
+        } else if (rows < 4 || chunk_rows == g.kh) {
             fill_block(&g, patch, block, rows, o, 0, g.kh);
             mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         } else {
