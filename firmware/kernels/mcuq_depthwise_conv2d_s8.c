@@ -64,6 +64,81 @@ static inline int8_t out1(const int32_t *cd, int32_t sum, int32_t zp, int32_t lo
     return (int8_t)y;
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* SMMLAR: the top word of acc * 2^32 + a * b + 2^31 (modulo 2^64). */
+static inline int32_t smmlar(int32_t a, int32_t b, int32_t acc)
+{
+    int32_t y;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(y) : "r"(a), "r"(b), "r"(acc));
+    return y;
+}
+#else
+static inline int32_t smmlar(int32_t a, int32_t b, int32_t acc)
+{
+    const uint64_t s = ((uint64_t)(uint32_t)acc << 32) + (uint64_t)((int64_t)a * b) + UINT64_C(0x80000000);
+    return mcuq_wrap32((uint32_t)(s >> 32));
+}
+#endif
+
+/* The 3x3 paths requantize with SMMLAR. For channel_data {b, M, r, h} (r > 0) and a = b + sum,
+ * mcuq_requantize_fast(a) = floor((h 2^32 + 2^30 - 2^31 [a < 0] + a M) / 2^(32 + r)) + zp
+ *                         = (SMMLAR(2a, M, 2h + zp 2^(r + 1)) - [a < 0]) >> (r + 1)
+ * (every term doubled, so that the rounding constant is SMMLAR's 2^31; zp enters as a multiple
+ * of 2^(r + 1)). Exact while 2a and the SMMLAR sum fit in 32 bits: |b| <= 2^29 (|sum| < 2^18
+ * over 9 taps), r < 22 (|zp 2^(r + 1)| < 2^29) and 0 <= h <= 2^21, checked per layer (rq_fits).
+ * rq holds {2b, 2h + zp 2^(r + 1)} per channel of the chunk. */
+#define RQ_MAX_R 21
+#define RQ_MAX_B (INT32_C(1) << 29)
+
+/* 1 when every channel of the layer has 0 < r <= RQ_MAX_R and |b| <= RQ_MAX_B. */
+static int32_t rq_fits(const int32_t *channel_data, int32_t n)
+{
+    int32_t c;
+    for (c = 0; c < n; c++, channel_data += 4) {
+        const int32_t b = channel_data[0], r = channel_data[2], h = channel_data[3];
+        if (r <= 0 || r > RQ_MAX_R || b > RQ_MAX_B || b < -RQ_MAX_B || h > (1 << RQ_MAX_R) || h < 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* rq[2k], rq[2k + 1] of channels c0 + k, k < n. */
+static void rq_fill(const int32_t *channel_data, int32_t zp, int32_t c0, int32_t n, int32_t *rq)
+{
+    const int32_t *cd = channel_data + 4 * c0;
+    int32_t k;
+    for (k = 0; k < n; k++, cd += 4, rq += 2) {
+        rq[0] = (int32_t)((uint32_t)cd[0] << 1);
+        rq[1] = (int32_t)(((uint32_t)cd[3] << 1) + ((uint32_t)zp << (cd[2] + 1)));
+    }
+}
+
+/* The int8 output from s2 = twice the sum, a channel's rq pair (b2, h2), M and r. */
+#define RQ_OUT(o, s2, b2, h2, m, r)                                                                 \
+    do {                                                                                            \
+        const int32_t t_ = mcuq_add_wrap(b2, s2);                                                   \
+        (o) = (int8_t)mcuq_ssat8((smmlar(t_, m, h2) + (t_ >> 31)) >> ((r) + 1));                    \
+    } while (0)
+
+/* o0 (and o1) = the outputs of channel j (a constant) of channel_data rows cd and rq pairs rq,
+ * from twice their sums s0 (and s1); the four values come with two LDRDs. */
+#define RQ_CH(o0, s0, cd, rq, j)                                                                    \
+    do {                                                                                            \
+        int32_t m_, r_, b_, h_;                                                                     \
+        MCUQ_LOAD2(m_, r_, cd, 4 * (j) + 1);                                                        \
+        MCUQ_LOAD2(b_, h_, rq, 2 * (j));                                                            \
+        RQ_OUT(o0, s0, b_, h_, m_, r_);                                                             \
+    } while (0)
+#define RQ_CH2(o0, o1, s0, s1, cd, rq, j)                                                           \
+    do {                                                                                            \
+        int32_t m_, r_, b_, h_;                                                                     \
+        MCUQ_LOAD2(m_, r_, cd, 4 * (j) + 1);                                                        \
+        MCUQ_LOAD2(b_, h_, rq, 2 * (j));                                                            \
+        RQ_OUT(o0, s0, b_, h_, m_, r_);                                                             \
+        RQ_OUT(o1, s1, b_, h_, m_, r_);                                                             \
+    } while (0)
+
 /* One output pixel, channel groups [g0, g0 + groups) (weights unpacked from group g0 on); tap t
  * of the window reads tap[t] (an input pixel, or pad outside the image). */
 static void pixel4(const mcuq_conv_params_t *p, const int8_t *const *tap, int32_t taps, const uint32_t *wbuf,
@@ -87,15 +162,17 @@ static void pixel4(const mcuq_conv_params_t *p, const int8_t *const *tap, int32_
     }
 }
 
-/* One output pixel of a 3x3 window, channel groups [g0, g0 + groups), the int8 clamp and every
- * r > 0; tap t reads tap[t] (an input pixel, or pad outside the image). */
-static MCUQ_NO_PRESCHEDULE void pixel3x3(const mcuq_conv_params_t *p, const int8_t *const *tap,
-                                         const uint32_t *w, int32_t g0, int32_t groups, int8_t *out)
+/* Twice a sum of the even channels, and of the odd ones (summed 256 times their products). */
+#define TWICE(a) ((int32_t)((uint32_t)(a) << 1))
+#define TWICE_ODD(a) ((a) >> 7)
+
+/* One output pixel of a 3x3 window, channels [c, end) of the chunk whose weights start at w,
+ * channel_data at cd and rq pairs at rq; tap t reads tap[t] (an input pixel, or pad outside the
+ * image). */
+static MCUQ_NO_PRESCHEDULE void pixel3x3(const int8_t *const *tap, const uint32_t *w, const int32_t *cd,
+                                         const int32_t *rq, int32_t c, int32_t end, int8_t *out)
 {
-    const int32_t zp = p->output_offset, end = 4 * (g0 + groups);
-    const int32_t *cd = p->channel_data + 16 * g0;
-    int32_t c;
-    for (c = 4 * g0; c != end; c += 4, w += 18, cd += 16) {
+    for (; c != end; c += 4, w += 18, cd += 16, rq += 8) {
         int32_t a[4] = {0, 0, 0, 0};
         MAC4K(mcuq_read_u32(tap[0] + c), w, 0, a);
         MAC4K(mcuq_read_u32(tap[1] + c), w, 1, a);
@@ -106,11 +183,10 @@ static MCUQ_NO_PRESCHEDULE void pixel3x3(const mcuq_conv_params_t *p, const int8
         MAC4K(mcuq_read_u32(tap[6] + c), w, 6, a);
         MAC4K(mcuq_read_u32(tap[7] + c), w, 7, a);
         MAC4K(mcuq_read_u32(tap[8] + c), w, 8, a);
-        /* channels 1 and 3 summed 256 times their products */
-        MCUQ_REQUANTIZE_S8(out[c], cd, 0, a[0], zp);
-        MCUQ_REQUANTIZE_S8(out[c + 1], cd, 1, a[1] >> 8, zp);
-        MCUQ_REQUANTIZE_S8(out[c + 2], cd, 2, a[2], zp);
-        MCUQ_REQUANTIZE_S8(out[c + 3], cd, 3, a[3] >> 8, zp);
+        RQ_CH(out[c], TWICE(a[0]), cd, rq, 0);
+        RQ_CH(out[c + 1], TWICE_ODD(a[1]), cd, rq, 1);
+        RQ_CH(out[c + 2], TWICE(a[2]), cd, rq, 2);
+        RQ_CH(out[c + 3], TWICE_ODD(a[3]), cd, rq, 3);
     }
 }
 
@@ -142,31 +218,28 @@ static MCUQ_NO_PRESCHEDULE void pixel3x3(const mcuq_conv_params_t *p, const int8
 #define ODD(v) ((v) & MCUQ_LANE_MASK)
 
 /* Two output pixels one column apart (stride_w == dilation_w), both 3x3 windows inside the image,
- * as pixel3x3. Each row's four input words serve both pixels; the even and the odd channels of a
- * group run one after the other, four sums each, so nothing spills. */
-static MCUQ_NO_PRESCHEDULE void pair3x3(const mcuq_conv_params_t *p, const int8_t *x, int32_t row, int32_t d,
-                                        const uint32_t *w, int32_t g0, int32_t groups, int8_t *out)
+ * as pixel3x3 (x: the first window's top left input pixel, channel 0; the second pixel's outputs
+ * `step` bytes after the first's). Each row's four input words serve both pixels; the even and
+ * the odd channels of a group run one after the other, four sums each, so nothing spills. */
+static MCUQ_NO_PRESCHEDULE void pair3x3(const int8_t *x, int32_t row, int32_t d, const uint32_t *w,
+                                        const int32_t *cd, const int32_t *rq, int32_t c, int32_t end,
+                                        int8_t *out, int32_t step)
 {
-    const int32_t zp = p->output_offset;
-    const int32_t *cd = p->channel_data + 16 * g0;
-    const int8_t *end = x + 4 * (g0 + groups);
-    int8_t *out_b = out + p->input_c + 4 * g0;
-    x += 4 * g0;
-    out += 4 * g0;
-    for (; x != end; x += 4, w += 18, cd += 16, out += 4, out_b += 4) {
-        int32_t e[4] = {0, 0, 0, 0}, o[4] = {0, 0, 0, 0};
-        PAIR_ROW(EVEN, x, d, w, e);
-        PAIR_ROW(EVEN, x + row, d, w + 6, e);
-        PAIR_ROW(EVEN, x + 2 * row, d, w + 12, e);
+    for (; c != end; c += 4, w += 18, cd += 16, rq += 8) {
+        const int8_t *xc = x + c;
+        int8_t *o = out + c;
+        int32_t e[4] = {0, 0, 0, 0}, od[4] = {0, 0, 0, 0};
+        PAIR_ROW(EVEN, xc, d, w, e);
+        PAIR_ROW(EVEN, xc + row, d, w + 6, e);
+        PAIR_ROW(EVEN, xc + 2 * row, d, w + 12, e);
         MCUQ_RELOAD();
-        PAIR_ROW(ODD, x, d, w + 1, o);
-        PAIR_ROW(ODD, x + row, d, w + 7, o);
-        PAIR_ROW(ODD, x + 2 * row, d, w + 13, o);
-        /* the odd channels summed 256 times their products */
-        MCUQ_REQUANTIZE2_S8(out[0], out_b[0], cd, 0, e[0], e[2], zp);
-        MCUQ_REQUANTIZE2_S8(out[1], out_b[1], cd, 1, o[0] >> 8, o[2] >> 8, zp);
-        MCUQ_REQUANTIZE2_S8(out[2], out_b[2], cd, 2, e[1], e[3], zp);
-        MCUQ_REQUANTIZE2_S8(out[3], out_b[3], cd, 3, o[1] >> 8, o[3] >> 8, zp);
+        PAIR_ROW(ODD, xc, d, w + 1, od);
+        PAIR_ROW(ODD, xc + row, d, w + 7, od);
+        PAIR_ROW(ODD, xc + 2 * row, d, w + 13, od);
+        RQ_CH2(o[0], o[step], TWICE(e[0]), TWICE(e[2]), cd, rq, 0);
+        RQ_CH2(o[1], o[step + 1], TWICE_ODD(od[0]), TWICE_ODD(od[2]), cd, rq, 1);
+        RQ_CH2(o[2], o[step + 2], TWICE(e[1]), TWICE(e[3]), cd, rq, 2);
+        RQ_CH2(o[3], o[step + 3], TWICE_ODD(od[1]), TWICE_ODD(od[3]), cd, rq, 3);
     }
 }
 #undef PAIR_ROW
@@ -198,7 +271,7 @@ static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const 
 
 /* Depth multiplier 1, at most MAX_TAPS taps and MCUQ_DSP_MAX_DEPTH channels, bias folded:
  * channel chunks whose unpacked weights fit the stack buffer, all pixels per chunk. 3x3 windows
- * with the int8 clamp and every r > 0 (the models' layers: `fast`) run pairs of neighbouring
+ * with the int8 clamp and rq_fits (the models' layers: `fast`) run pairs of neighbouring
  * pixels inside the image through pair3x3 and every other pixel through pixel3x3; other layers
  * through pixel4. Channels past the last multiple of 4 go one by one. */
 static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
@@ -206,11 +279,11 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
     const int32_t full = p->act_min == -128 && p->act_max == 127;
     int8_t pad[MCUQ_DSP_MAX_DEPTH];
     uint32_t wbuf[MCUQ_DSP_BLOCK_WORDS];
+    int32_t rq[2 * 4 * (MCUQ_DSP_BLOCK_WORDS / 18)]; /* a 3x3 chunk's channels */
     const int8_t *tap[MAX_TAPS];
     const int32_t channels = p->input_c, taps = p->filter_h * p->filter_w;
     const int32_t all_groups = channels >> 2, chunk = MCUQ_DSP_BLOCK_WORDS / (2 * taps);
-    const int32_t fast = full && p->filter_h == 3 && p->filter_w == 3 &&
-                         mcuq_channel_shifts_positive(p->channel_data, channels);
+    const int32_t fast = full && p->filter_h == 3 && p->filter_w == 3 && rq_fits(p->channel_data, channels);
     const int32_t pairs = fast && p->stride_w == p->dilation_w;
     const int32_t span_h = 2 * p->dilation_h, span_w = 2 * p->dilation_w;
     const int32_t row = p->dilation_h * p->input_w * channels, d = p->dilation_w * channels;
@@ -219,7 +292,12 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
     for (g0 = 0; g0 < all_groups; g0 += chunk) {
         const int32_t groups = all_groups - g0 < chunk ? all_groups - g0 : chunk;
         int8_t *out = output;
-        unpack_weights(filter, channels, taps, 4 * g0, groups, wbuf);
+        const int32_t c0 = 4 * g0, end = 4 * (g0 + groups);
+        const int32_t *cd = p->channel_data + 4 * c0;
+        unpack_weights(filter, channels, taps, c0, groups, wbuf);
+        if (fast) {
+            rq_fill(p->channel_data, p->output_offset, c0, end - c0, rq);
+        }
         for (b = 0; b < p->batches; b++) {
             for (oy = 0; oy < p->output_h; oy++) {
                 const int32_t y0 = oy * p->stride_h - p->pad_top;
@@ -229,7 +307,7 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
                     const int32_t x0 = ox * p->stride_w - p->pad_left;
                     const int32_t inside = rows_in && x0 >= 0 && x0 + span_w < p->input_w;
                     if (pairs && inside && ox + 1 < p->output_w && x0 + p->stride_w + span_w < p->input_w) {
-                        pair3x3(p, in_row + x0 * channels, row, d, wbuf, g0, groups, out);
+                        pair3x3(in_row + x0 * channels, row, d, wbuf, cd, rq, c0, end, out, channels);
                         ox++;
                         out += channels;
                     } else if (inside) {
@@ -239,11 +317,11 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
                             tap[t + 1] = x + d;
                             tap[t + 2] = x + 2 * d;
                         }
-                        pixel3x3(p, tap, wbuf, g0, groups, out);
+                        pixel3x3(tap, wbuf, cd, rq, c0, end, out);
                     } else {
                         window_taps(p, input, pad, b, oy, ox, tap);
                         if (fast) {
-                            pixel3x3(p, tap, wbuf, g0, groups, out);
+                            pixel3x3(tap, wbuf, cd, rq, c0, end, out);
                         } else {
                             pixel4(p, tap, taps, wbuf, g0, groups, out, full);
                         }
