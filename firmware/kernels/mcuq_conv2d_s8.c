@@ -282,13 +282,18 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     fill_bytes(patch, 0, PATCH_BYTES); /* the lanes past k of gathered windows stay 0 */
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */
+        const int32_t most = MCUQ_DSP_BLOCK_WORDS / (2 * k); /* 4-row blocks in the column block */
         const int8_t *src[4];
         for (i = 0; i < pixels; i += rows, output += rows * n) {
-            rows = pixels - i >= 4 ? 4 : pixels - i >= 2 ? 2 : 1;
-            for (r = 0; r < rows; r++) {
-                src[r] = input + (i + r) * k;
+            const int32_t fours = (pixels - i) >> 2;
+            rows = fours > 0 ? 4 * (fours < most ? fours : most) : pixels - i >= 2 ? 2 : 1;
+            for (c = 0; c < rows; c += 4) {
+                const int32_t m = rows - c < 4 ? rows - c : 4;
+                for (r = 0; r < m; r++) {
+                    src[r] = input + (i + c + r) * k;
+                }
+                convert(block + 2 * c * (k >> 2), m, src, k >> 2);
             }
-            convert(block, rows, src, k >> 2);
             mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         }
         return;

@@ -166,38 +166,43 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 }
 
 #if defined(__ARM_FEATURE_DSP)
-/* The whole channel loop of a 4-row product in assembly, for outputs4_s8() outputs: per channel
- * its bias into the four sums, dot_4x1()'s loop over every group, the last one partial or not,
- * four groups per turn (the first turn entered where the group count modulo 4 says, an address
- * found once per call through a TBB table), then outputs4_s8(). Its state lives in
- * a rows4_t; the C twin is channel4() with outputs4_s8(). */
+/* The whole channel loop of 4-row products in assembly, for outputs4_s8() outputs, over one or
+ * more consecutive 4-row blocks (each 8 * groups words, its outputs 4 * stride bytes after the
+ * previous block's): per channel its bias, a first group that starts the four sums from it,
+ * dot_4x1()'s loop over the other groups, the last one partial or not, four groups per turn
+ * (the first turn entered where the group count says, an address found once per call through
+ * a TBB table), then outputs4_s8(). Its state lives in a rows4_t; the C twin is channel4()
+ * with outputs4_s8(), block after block. */
 typedef struct {
-    const uint32_t *x;    /* [0] the block */
-    const uint32_t *xend; /* [4] block + 8 * groups */
-    const int8_t *w;      /* [8] weight row of the first channel */
-    const int32_t *cd;    /* [12] channel_data row of the next channel */
-    const int32_t *cde;   /* [16] its end */
-    int8_t *out;          /* [20] output of the next channel in row 0 */
-    int32_t stride;       /* [24] */
-    int32_t zp;           /* [28] */
+    int32_t zp;           /* [0] */
+    int32_t stride;       /* [4] */
+    int8_t *out;          /* [8] output of the next channel in row 0 */
+    const uint32_t *x;    /* [12] the block */
+    const uint32_t *xend; /* [16] block + 8 * groups */
+    const int8_t *w;      /* [20] weight row of the first channel */
+    const int32_t *cd;    /* [24] channel_data row of the first channel */
+    const int32_t *cde;   /* [28] its end */
     int32_t back;         /* [32] k4 - k */
+    int32_t next;         /* [36] from the output after a block's last channel to the next block's */
+    int32_t blocks;       /* [40] */
 } rows4_t;
 
 /* r1-r4: the sums; r12: weights; r7: block; r5, r6: weight word, its unpacked half. */
-#define ASM_GROUP                                                                                         \
+#define ASM_GROUP_FROM(a0, a1, a2, a3, from0, from1, from2, from3)                                       \
     "ldr    r5, [r12], #4\n\t"                                                                            \
     "ldm    r7!, {r8, r9, r10, r11}\n\t"                                                                  \
     "sxtb16 r6, r5\n\t"                                                                                   \
-    "smlad  r1, r8, r6, r1\n\t"                                                                           \
-    "smlad  r2, r9, r6, r2\n\t"                                                                           \
-    "smlad  r3, r10, r6, r3\n\t"                                                                          \
-    "smlad  r4, r11, r6, r4\n\t"                                                                          \
+    "smlad  " a3 ", r11, r6, " from3 "\n\t"                                                               \
+    "smlad  " a2 ", r10, r6, " from2 "\n\t"                                                               \
+    "smlad  " a1 ", r9, r6, " from1 "\n\t"                                                                \
+    "smlad  " a0 ", r8, r6, " from0 "\n\t"                                                                \
     "ldm    r7!, {r8, r9, r10, r11}\n\t"                                                                  \
     "sxtb16 r5, r5, ror #8\n\t"                                                                           \
     "smlad  r1, r8, r5, r1\n\t"                                                                           \
     "smlad  r2, r9, r5, r2\n\t"                                                                           \
     "smlad  r3, r10, r5, r3\n\t"                                                                          \
     "smlad  r4, r11, r5, r4\n\t"
+#define ASM_GROUP ASM_GROUP_FROM("r1", "r2", "r3", "r4", "r1", "r2", "r3", "r4")
 /* Output of sum a into r9 (outputs4_s8()): M in r5, r in r6, h in r7, zp in r10 (rows4_asm
  * and rows1_asm). */
 #define ASM_OUTPUT(a)                                                                                     \
@@ -210,59 +215,76 @@ typedef struct {
     "ssat   r9, #8, r9\n\t"
 
 /* rewind: instructions after a channel's loop that bring r12 back to the next weight row. The
- * state is copied to the stack ([sp, #0] .. [sp, #32] as in rows4_t), r0 walks channel_data. */
+ * state is copied to the stack ([sp, #0] .. [sp, #40] as in rows4_t, [sp, #44] where each
+ * channel's loop is entered), r0 walks channel_data. */
 #define ROWS4_ASM(rewind)                                                                                 \
     __asm__("push   {r4-r11, lr}\n\t"                                                                     \
-            "sub    sp, sp, #40\n\t"                                                                      \
-            "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8, r9}\n\t"                                         \
-            "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9}\n\t"                                         \
-            "mov    r12, r3\n\t"                                                                          \
-            "mov    r0, r4\n\t"                                                                           \
-            "sub    r5, r2, r1\n\t"                                                                       \
-            "ubfx   r5, r5, #5, #2\n\t" /* groups modulo 4: the first turn of a channel does that many */ \
-            "tbb    [pc, r5]\n\t"                                                                         \
+            "sub    sp, sp, #48\n\t"                                                                      \
+            "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                               \
+            "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                               \
+            "sub    r0, r5, r4\n\t"                                                                       \
+            "subs   r0, r0, #32\n\t" /* 32 * the groups after the first */                                \
+            "beq    11f\n\t"                                                                              \
+            "ubfx   r0, r0, #5, #2\n\t" /* modulo 4: the first turn does that many */                     \
+            "tbb    [pc, r0]\n\t"                                                                         \
             "0:\n\t"                                                                                      \
             ".byte  (7f - 0b) / 2, (8f - 0b) / 2, (9f - 0b) / 2, (10f - 0b) / 2\n\t"                      \
             "7:\n\t"                                                                                      \
-            "adr.w  r5, 2f\n\t"                                                                           \
+            "adr.w  r0, 2f\n\t"                                                                           \
             "b      3f\n\t"                                                                               \
             "8:\n\t"                                                                                      \
-            "adr.w  r5, 6f\n\t"                                                                           \
+            "adr.w  r0, 6f\n\t"                                                                           \
             "b      3f\n\t"                                                                               \
             "9:\n\t"                                                                                      \
-            "adr.w  r5, 5f\n\t"                                                                           \
+            "adr.w  r0, 5f\n\t"                                                                           \
             "b      3f\n\t"                                                                               \
             "10:\n\t"                                                                                     \
-            "adr.w  r5, 4f\n\t"                                                                           \
+            "adr.w  r0, 4f\n\t"                                                                           \
+            "b      3f\n\t"                                                                               \
+            "11:\n\t"                                                                                     \
+            "adr.w  r0, 12f\n\t" /* one group: no loop */                                                 \
             "3:\n\t"                                                                                      \
-            "orr    r5, r5, #1\n\t" /* a Thumb address */                                                 \
-            "str    r5, [sp, #36]\n\t"  /* where each channel's loop starts */                            \
-            "1:\n\t"                                                                                      \
-            "ldrd   r7, lr, [sp, #0]\n\t" /* block, its end */                                            \
-            "ldr    r1, [r0]\n\t"         /* the bias */                                                  \
-            "mov    r2, r1\n\t"                                                                           \
-            "mov    r3, r1\n\t"                                                                           \
-            "mov    r4, r1\n\t"                                                                           \
-            "ldr    pc, [sp, #36]\n\t"                                                                    \
+            "orr    r0, r0, #1\n\t" /* a Thumb address */                                                 \
+            "str    r0, [sp, #44]\n\t"                                                                    \
+            "13:\n\t" /* each block */                                                                    \
+            "ldr    r12, [sp, #20]\n\t"                                                                   \
+            "ldr    r0, [sp, #24]\n\t"                                                                    \
+            "1:\n\t" /* each channel */                                                                   \
+            "ldr    r1, [r0], #4\n\t" /* the bias */                                                      \
+            "ldrd   r7, lr, [sp, #12]\n\t" /* block, its end */                                           \
+            ASM_GROUP_FROM("r1", "r2", "r3", "r4", "r1", "r1", "r1", "r1")                                \
+            "ldr    pc, [sp, #44]\n\t"                                                                    \
             "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP                \
             "cmp    r7, lr\n\t"                                                                           \
-            "bne    2b\n\t" rewind                                                                        \
-            "ldrd   r5, r6, [r0, #4]\n\t" /* M, r */                                                      \
-            "ldr    r7, [r0, #12]\n\t"    /* h */                                                         \
-            "add    r0, r0, #16\n\t"                                                                      \
-            "ldrd   r11, r10, [sp, #24]\n\t" /* stride, zp */                                             \
-            "ldr    lr, [sp, #20]\n\t"                                                                    \
+            "bne    2b\n\t"                                                                               \
+            "12:\n\t" rewind                                                                              \
+            "ldm    r0!, {r5, r6, r7}\n\t"  /* M, r, h */                                                 \
+            "ldm    sp, {r10, r11, lr}\n\t" /* zp, stride, out */                                         \
             "add    r8, lr, #1\n\t"                                                                       \
-            "str    r8, [sp, #20]\n\t"                                                                    \
+            "str    r8, [sp, #8]\n\t"                                                                     \
             ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"                                                        \
             ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"                                                   \
             "add    lr, lr, r11, lsl #1\n\t"                                                              \
             ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"                                                        \
             ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"                                                   \
-            "ldr    r5, [sp, #16]\n\t"                                                                    \
+            "ldr    r5, [sp, #28]\n\t"                                                                    \
             "cmp    r0, r5\n\t"                                                                           \
             "bne    1b\n\t"                                                                               \
-            "add    sp, sp, #40\n\t"                                                                      \
+            "ldr    r5, [sp, #40]\n\t"                                                                    \
+            "subs   r5, r5, #1\n\t"                                                                       \
+            "beq    14f\n\t"                                                                              \
+            "str    r5, [sp, #40]\n\t"                                                                    \
+            "ldrd   r7, lr, [sp, #12]\n\t"                                                                \
+            "sub    r6, lr, r7\n\t"                                                                       \
+            "add    r6, lr, r6\n\t"                                                                       \
+            "strd   lr, r6, [sp, #12]\n\t" /* the next block */                                           \
+            "ldr    r8, [sp, #8]\n\t"                                                                     \
+            "ldr    r9, [sp, #36]\n\t"                                                                    \
+            "add    r8, r8, r9\n\t"                                                                       \
+            "str    r8, [sp, #8]\n\t"                                                                     \
+            "b      13b\n\t"                                                                              \
+            "14:\n\t"                                                                                     \
+            "add    sp, sp, #48\n\t"                                                                      \
             "pop    {r4-r11, pc}\n\t")
 
 /* Rows of a multiple of 4 elements: each channel's loop ends at the next row. aligned(4): ADR
@@ -283,8 +305,32 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm_back(rows4_t 
     (void)s;
     ROWS4_ASM("ldr    r5, [sp, #32]\n\tsub    r12, r12, r5\n\t");
 }
+
+/* Channels cd .. cde - 1 (all with r > 0) of `blocks` 4-row blocks in assembly. */
+static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w, const int32_t *cd,
+                  const int32_t *cde, int8_t *out, int32_t stride, int32_t blocks)
+{
+    rows4_t st;
+    st.zp = q->output_offset;
+    st.stride = stride;
+    st.out = out;
+    st.x = block;
+    st.xend = block + 8 * ((k + 3) >> 2);
+    st.w = w;
+    st.cd = cd;
+    st.cde = cde;
+    st.back = -k & 3;
+    st.next = 4 * stride - (int32_t)((cde - cd) >> 2);
+    st.blocks = blocks;
+    if (k & 3) {
+        rows4_asm_back(&st);
+    } else {
+        rows4_asm(&st);
+    }
+}
 #undef ROWS4_ASM
 #undef ASM_GROUP
+#undef ASM_GROUP_FROM
 #endif
 
 /* One channel of a 4-row block (weight row w, k elements used, channel_data row cd): the sums
@@ -344,21 +390,7 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
                 run += 4;
             }
             if (run != cd) {
-                rows4_t st;
-                st.x = block;
-                st.xend = block + 8 * ((k + 3) >> 2);
-                st.w = w;
-                st.cd = cd;
-                st.cde = run;
-                st.out = out;
-                st.stride = stride;
-                st.zp = q->output_offset;
-                st.back = -k & 3;
-                if (k & 3) {
-                    rows4_asm_back(&st);
-                } else {
-                    rows4_asm(&st);
-                }
+                rows4(q, block, k, w, cd, run, out, stride, 1);
                 w += k * ((run - cd) >> 2);
                 out += (run - cd) >> 2;
                 cd = run;
@@ -515,8 +547,17 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
 {
     mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
     const int32_t full = local.act_min == -128 && local.act_max == 127;
-    if (rows == 4) {
-        product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, full);
+    if ((rows & 3) == 0) { /* rows / 4 consecutive 4-row blocks */
+        int32_t r;
+#if defined(__ARM_FEATURE_DSP)
+        if (full && local.shifts_fast) {
+            rows4(&local, block, k, w, local.channel_data, local.channel_data + 4 * n, out, stride, rows >> 2);
+            return;
+        }
+#endif
+        for (r = 0; r < rows; r += 4, block += 8 * ((k + 3) >> 2), out += 4 * stride) {
+            product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, full);
+        }
     } else if (rows == 2) {
         product2(&local, block, k, w, n, out, stride, full);
     } else {
