@@ -63,6 +63,37 @@ typedef struct {
     int32_t image, y0, x0, inside;
 } origin_t;
 
+/* The raster walk over output pixels: the next window's origin, and the bounds (y_in, x_in) its
+ * row and column stay below when every tap is inside (0: never). */
+typedef struct {
+    int32_t image, oy, ox, y0, x0, y_in, x_in;
+} walk_t;
+
+/* The origins of the next `rows` windows; returns 1 when all of them are inside. */
+static int32_t walk(const mcuq_conv_params_t *p, const geometry_t *g, walk_t *k, origin_t *o, int32_t rows)
+{
+    int32_t r, all = 1;
+    for (r = 0; r < rows; r++) {
+        o[r].image = k->image;
+        o[r].y0 = k->y0;
+        o[r].x0 = k->x0;
+        o[r].inside = (uint32_t)k->y0 < (uint32_t)k->y_in && (uint32_t)k->x0 < (uint32_t)k->x_in;
+        all &= o[r].inside;
+        k->x0 += p->stride_w;
+        if (++k->ox == p->output_w) {
+            k->ox = 0;
+            k->x0 = -p->pad_left;
+            k->y0 += p->stride_h;
+            if (++k->oy == p->output_h) {
+                k->oy = 0;
+                k->y0 = -p->pad_top;
+                k->image += g->h * g->row_bytes;
+            }
+        }
+    }
+    return all;
+}
+
 /* Filter rows ky0 .. ky1 - 1 of window o into patch, in filter order (ky, kx, channel), taps
  * outside the image holding -input_offset (their term vanishes: the input offset is in the
  * bias); a whole window is followed by k4 - k zero bytes. */
@@ -248,12 +279,12 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     int8_t patch[PATCH_BYTES];
     int32_t sums[4 * CHUNK_CHANNELS];
     const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
-    const int32_t pixels = p->batches * p->output_h * p->output_w, ow = p->output_w, oh = p->output_h;
-    const int32_t x_start = -p->pad_left, y_start = -p->pad_top;
+    const int32_t pixels = p->batches * p->output_h * p->output_w;
     const int32_t last_y = (p->filter_h - 1) * p->dilation_h, last_x = (p->filter_w - 1) * p->dilation_w;
-    int32_t i, r, c, ky, rows, image = 0, oy = 0, ox = 0, y0 = y_start, x0 = x_start; /* the next window */
+    int32_t i, r, c, ky, rows;
     int32_t chunk_rows; /* filter rows per chunk of four windows */
     origin_t o[4];
+    walk_t wk;
     geometry_t g;
     mcuq_matmul_t q;
     g.input = input;
@@ -279,7 +310,6 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     q.act_min = p->act_min;
     q.act_max = p->act_max;
     q.shifts_fast = mcuq_channel_shifts_positive(p->channel_data, n);
-    fill_bytes(patch, 0, PATCH_BYTES); /* the lanes past k of gathered windows stay 0 */
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */
         const int32_t most = MCUQ_DSP_BLOCK_WORDS / (2 * k); /* 4-row blocks in the column block */
@@ -298,39 +328,38 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         }
         return;
     }
-    for (i = 0; i < pixels; i += rows) {
-        int32_t inside = 1;
-        rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : pixels - i >= 2 ? 2 : 1;
-        for (r = 0; r < rows; r++) {
-            o[r].image = image;
-            o[r].y0 = y0;
-            o[r].x0 = x0;
-            o[r].inside = g.dw == 1 && y0 >= 0 && y0 + last_y < g.h && x0 >= 0 && x0 + last_x < g.w;
-            inside &= o[r].inside;
-            x0 += p->stride_w;
-            if (++ox == ow) {
-                ox = 0;
-                x0 = x_start;
-                y0 += p->stride_h;
-                if (++oy == oh) {
-                    oy = 0;
-                    y0 = y_start;
-                    image += p->input_h * g.row_bytes;
+    wk.image = wk.oy = wk.ox = 0;
+    wk.y0 = -p->pad_top;
+    wk.x0 = -p->pad_left;
+    wk.y_in = g.h > last_y ? g.h - last_y : 0;
+    wk.x_in = g.dw == 1 && g.w > last_x ? g.w - last_x : 0;
+    fill_bytes(patch, 0, PATCH_BYTES); /* the lanes past k of gathered windows stay 0 */
+    for (i = 0; i < pixels; i += rows, output += rows * n) {
+        if (pixels - i >= 4 && chunk_rows == g.kh) {
+            /* whole windows four at a time: as many 4-row blocks as the column block holds */
+            const int32_t most = 4 * (MCUQ_DSP_BLOCK_WORDS / (2 * g.k4));
+            uint32_t *b = block;
+            for (rows = 0; rows < most && pixels - i - rows >= 4; rows += 4, b += 2 * g.k4) {
+                if (walk(p, &g, &wk, o, 4) && !g.direct && g.span >= 4) {
+                    const int8_t *src[4];
+                    for (r = 0; r < 4; r++) {
+                        src[r] = input + o[r].image + o[r].y0 * g.row_bytes + o[r].x0 * g.ic;
+                    }
+                    copy_windows4(&g, patch, src);
+                    for (r = 0; r < 4; r++) {
+                        src[r] = patch + r * (PATCH_BYTES / 4);
+                    }
+                    convert(b, 4, src, g.k4 >> 2);
+                } else {
+                    fill_block(&g, patch, b, 4, o, 0, g.kh);
                 }
             }
+            mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
+            continue;
         }
-        if (rows == 4 && inside && !g.direct && g.span >= 4 && chunk_rows == g.kh) {
-            const int8_t *src[4];
-            for (r = 0; r < 4; r++) {
-                src[r] = input + o[r].image + o[r].y0 * g.row_bytes + o[r].x0 * g.ic;
-            }
-            copy_windows4(&g, patch, src);
-            for (r = 0; r < 4; r++) {
-                src[r] = patch + r * (PATCH_BYTES / 4);
-            }
-            convert(block, 4, src, g.k4 >> 2);
-            mcuq_matmul_s8(&q, block, 4, k, filter, n, output, n);
-        } else if (rows < 4 || chunk_rows == g.kh) {
+        rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : pixels - i >= 2 ? 2 : 1;
+        walk(p, &g, &wk, o, rows);
+        if (rows < 4) {
             fill_block(&g, patch, block, rows, o, 0, g.kh);
             mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         } else {
@@ -346,7 +375,6 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             }
             q.channel_data = p->channel_data;
         }
-        output += rows * n;
     }
 }
 #endif
