@@ -29,13 +29,15 @@ import numpy as np
 from mcuq.errors import CalibrationError, McuqError, ModelError
 from mcuq.graphfile import load_graph
 from mcuq.ir import NO_TENSOR, Graph
+from mcuq.pack import PAIRED_DTYPE, unpaired_filter
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC")
 ALIGN = 16
 GUARD = bytes(range(64))  # written after the arena; a run that changes it wrote out of bounds
 _DTYPES = {0: np.int8, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float32, 5: np.uint8,
-           6: "int4"}  # int4: packed two per byte, read back unpacked to int8
+           6: "int4",  # int4: packed two per byte, read back unpacked to int8
+           PAIRED_DTYPE: "int8 paired"}  # a row-paired FULLY_CONNECTED filter, read back unpaired
 
 # What Python sees of the runtime and the packed tables (cffi checks it against the real headers).
 _CDEF = """
@@ -270,6 +272,8 @@ class HostModel:
             raw = np.frombuffer(data, np.uint8)
             nibbles = np.stack([raw & 0xF, raw >> 4], 1).reshape(-1)[:int(np.prod(info.shape))]
             return ((nibbles ^ 8).astype(np.int8) - 8).reshape(info.shape)
+        if info.dtype == "int8 paired":
+            return unpaired_filter(np.frombuffer(data, np.int8), info.shape[0], info.nbytes // info.shape[0])
         return np.frombuffer(data, info.dtype).reshape(info.shape).copy()
 
     def _write_inputs(self, inputs: Sequence[np.ndarray]) -> None:

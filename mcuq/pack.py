@@ -146,9 +146,86 @@ def packed_int4(values: np.ndarray) -> np.ndarray:
     return nib[0::2] | (nib[1::2] << 4)
 
 
+# FULLY_CONNECTED filters the int8 kernel reads row-paired (firmware/kernels/mcuq_fully_connected_s8.c):
+# per pair of rows (a, b) and group of 4 inputs i0..i3, two words (inputs i0, i2 then i1, i3) whose
+# int16 lanes hold 256 * b[i] + (a[i] + 128), so one SMLAD with a block word of inputs sums both
+# rows at once. b's sum is read back from the upper 24 bits of a 32-bit accumulator: pack pairs a
+# layer only when 128 * sum |b| < 2^23 for every second row (PAIR_ROW_BOUND). Rows go in fours
+# (both pairs' words of a group together, one LDM), then a last pair, then a last single row as is.
+PAIRED_DTYPE = 7  # the tensor table's dtype code of a row-paired int8 filter
+PAIR_ROW_BOUND = (1 << 23) // 128 - 1
+
+
+def paired_filter_order(units: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, low) of a row-paired [units, depth] filter (depth % 4 == 0): byte j of the paired
+    array is filter.flat[order[j]], offset by 128 (XOR 0x80) where low[j]."""
+    idx = np.arange(units * depth).reshape(units, depth)
+    groups = depth // 4
+
+    def pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lanes = [r.reshape(groups, 2, 2).transpose(0, 2, 1) for r in (a, b)]  # [group, odd input, lane]
+        return np.stack(lanes, -1), np.stack([np.ones_like(lanes[0]), np.zeros_like(lanes[1])], -1)
+
+    orders, lows = [], []
+    for r in range(0, units - units % 4, 4):
+        (o0, l0), (o1, l1) = pair(idx[r], idx[r + 1]), pair(idx[r + 2], idx[r + 3])
+        orders.append(np.stack([o0, o1], 1))
+        lows.append(np.stack([l0, l1], 1))
+    if units % 4 >= 2:
+        o, low = pair(idx[units - units % 4], idx[units - units % 4 + 1])
+        orders.append(o)
+        lows.append(low)
+    if units % 2:
+        orders.append(idx[-1])
+        lows.append(np.zeros(depth, np.int64))
+    return (np.concatenate([o.reshape(-1) for o in orders]),
+            np.concatenate([low.reshape(-1) for low in lows]).astype(bool))
+
+
+def paired_filter(w: np.ndarray) -> np.ndarray:
+    """An int8 [units, depth] filter in the row-paired order (the flash bytes)."""
+    order, low = paired_filter_order(*w.shape)
+    return (w.reshape(-1)[order].view(np.uint8) ^ np.where(low, 0x80, 0).astype(np.uint8)).view(np.int8)
+
+
+def unpaired_filter(raw: np.ndarray, units: int, depth: int) -> np.ndarray:
+    """The [units, depth] filter back from its row-paired bytes."""
+    order, low = paired_filter_order(units, depth)
+    out = np.empty(units * depth, np.uint8)
+    out[order] = np.asarray(raw).reshape(-1).view(np.uint8) ^ np.where(low, 0x80, 0).astype(np.uint8)
+    return out.view(np.int8).reshape(units, depth)
+
+
+def _pairable(graph: Graph, node: Node, p: Any) -> bool:
+    """Whether ``node``'s filter can be stored row-paired: an int8 FULLY_CONNECTED of int8 inputs
+    with a symmetric constant filter that no other node reads, depth a multiple of 4, and every
+    second row within PAIR_ROW_BOUND."""
+    if node.op != Op.FULLY_CONNECTED or p.filter_offset != 0 or p.accumulator_bits != 32 or p.depth % 4:
+        return False
+    x, w = graph.tensor(node.inputs[0]), graph.tensor(node.inputs[1])
+    readers = sum(t == w.index for n in graph.nodes for t in n.inputs)
+    if x.dtype != "int8" or w.dtype != "int8" or not w.is_const or readers != 1 or w.size != p.units * p.depth:
+        return False
+    second = np.abs(w.data.reshape(p.units, p.depth).astype(np.int64)).sum(axis=1)[1:p.units - p.units % 2:2]
+    return second.size == 0 or int(second.max()) <= PAIR_ROW_BOUND
+
+
+def pair_filters(graph: Graph, params: Sequence[Any]) -> tuple[list[Any], dict[int, np.ndarray]]:
+    """Params with ``filter_paired`` set where _pairable, and those filters' paired bytes by tensor."""
+    out, paired = [], {}
+    for node, p in zip(graph.nodes, params):
+        if _pairable(graph, node, p):
+            w = graph.tensor(node.inputs[1])
+            paired[w.index] = paired_filter(w.data.reshape(p.units, p.depth))
+            p = dataclasses.replace(p, filter_paired=True)
+        out.append(p)
+    return out, paired
+
+
 def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: str, sha256: str,
                    scheme: str) -> PackedSources:
     """Render mcuq_model.h / mcuq_model.c for a prepared, planned integer graph."""
+    params, paired = pair_filters(graph, params)
     for t in graph.tensors:
         if len(t.shape) > MAX_RANK and (t.index in plan.offsets or t.is_const):
             raise ModelError(f"tensor '{t.name}' has rank {len(t.shape)}; the firmware supports up to {MAX_RANK}")
@@ -161,14 +238,15 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
         if tensor.dtype not in _C_DTYPES:
             raise ModelError(f"tensor '{tensor.name}' has type {tensor.dtype}, which the firmware cannot hold")
         shape = list(tensor.shape) + [1] * (MAX_RANK - len(tensor.shape))
+        dtype = PAIRED_DTYPE if t in paired else _C_DTYPES[tensor.dtype][1]
         if tensor.is_const:
-            values = packed_int4(tensor.data) if tensor.dtype == "int4" else tensor.data
+            values = paired[t] if t in paired else packed_int4(tensor.data) if tensor.dtype == "int4" else tensor.data
             const_data.append(_array_decl(f"mcuq_t{t}", values))
             data, offset = f"mcuq_t{t}", -1
         else:
             data, offset = "0", plan.offsets[t]
         tensor_rows.append(
-            f"    {{ {data}, {offset}, {tensor.nbytes}, {_C_DTYPES[tensor.dtype][1]}, {len(tensor.shape)}, "
+            f"    {{ {data}, {offset}, {tensor.nbytes}, {dtype}, {len(tensor.shape)}, "
             f"{{ {', '.join(str(d) for d in shape)} }} }}, /* {slot[t]}: {tensor.name} */")
 
     param_data, node_io, node_rows = [], [], []

@@ -11,6 +11,8 @@ mps2 machines: the harness reports ticks * 40).
 
 from __future__ import annotations
 
+import os
+import select
 import subprocess
 import time
 from dataclasses import dataclass
@@ -194,20 +196,23 @@ def run_image(elf: Path, board_name: str, count: int, timeout: float = 120.0) ->
     cmd = ["qemu-system-arm", "-M", board.qemu_machine, "-kernel", str(elf), "-display", "none",
            "-monitor", "none", "-serial", "stdio", "-icount", "shift=0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    lines: list[str] = []
+    out = b""
     deadline = time.monotonic() + timeout
     try:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            if line == "END":
-                break
-            lines.append(line)
-            if time.monotonic() > deadline:
+        while b"\nEND\n" not in b"\n" + out:  # a case that never returns prints nothing: time out anyway
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([proc.stdout], [], [], remaining)[0]:
                 raise TimeoutError(f"{elf}: no END within {timeout} s")
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            out += chunk
     finally:
         proc.kill()
         proc.wait()
+    lines = [ln.strip() for ln in out.decode(errors="replace").splitlines()]
+    lines = lines[:lines.index("END")] if "END" in lines else lines
     results = []
     for line in lines:
         parts = line.split()

@@ -17,7 +17,7 @@ from conftest import REPO_ROOT, model_path
 from mcuq import pipeline
 from mcuq.errors import ModelError
 from mcuq.ir import NO_TENSOR, Op
-from mcuq.pack import _c_name, c_fields, render_sources
+from mcuq.pack import PAIRED_DTYPE, _c_name, c_fields, pair_filters, render_sources
 from mcuq.simulate import conv, elementwise, layout, nonlinear, pool, prepare_graph
 
 INCLUDE = REPO_ROOT / "firmware" / "include"
@@ -102,19 +102,21 @@ def test_packed_c_holds_the_simulator_params(name, tmp_path):
     used = sorted({t for n in graph.nodes for t in (*n.inputs, *n.outputs) if t != NO_TENSOR}
                   | set(graph.inputs) | set(graph.outputs))
     tensors = (TensorEntry * len(used)).in_dll(so, "mcuq_tensors")
+    params, paired = pair_filters(graph, prepare_graph(graph))  # row-paired FULLY_CONNECTED filters
     for slot, t in enumerate(used):
         tensor, entry = graph.tensor(t), tensors[slot]
-        assert entry.bytes == tensor.nbytes and entry.dtype == _DTYPE_CODES[tensor.dtype]
+        assert entry.bytes == tensor.nbytes
+        assert entry.dtype == (PAIRED_DTYPE if t in paired else _DTYPE_CODES[tensor.dtype])
         assert list(entry.shape[: entry.rank]) == list(tensor.shape)
         if tensor.is_const:
             got = read_array(entry.data, tensor.dtype, tensor.size)
-            assert np.array_equal(got, tensor.data.reshape(-1)), tensor.name
+            assert np.array_equal(got, paired.get(t, tensor.data).reshape(-1)), tensor.name
         else:
             assert not entry.data and entry.arena_offset == packed.plan.offsets[t]
             assert entry.arena_offset + entry.bytes <= packed.plan.size
 
     nodes = (NodeEntry * len(graph.nodes)).in_dll(so, "mcuq_nodes")
-    for node, p, entry in zip(graph.nodes, prepare_graph(graph), nodes):
+    for node, p, entry in zip(graph.nodes, params, nodes):
         assert entry.op == list(Op).index(node.op)
         assert [used[entry.inputs[i]] if entry.inputs[i] >= 0 else NO_TENSOR
                 for i in range(entry.num_inputs)] == list(node.inputs)

@@ -86,7 +86,9 @@ class FullyConnectedParams:
     (per-tensor, filter_offset applied); MBQM64 when ``accumulator_bits`` is 64.
     ``channel_data``, ``bias_folded`` and ``shift_only`` as for ConvParams; the bias column
     holds bias + input_offset * sum(w + filter_offset) (the filter_offset * sum(x) term depends on
-    the input and stays in the kernel).
+    the input and stays in the kernel). ``filter_paired``: pack stored the filter row-paired
+    (mcuq.pack.paired_filter_order), the order the int8 kernel's fast path reads;
+    ``shifts_fast``: every channel_data row has r > 0 (one 64-bit multiply-add requantization).
     """
 
     batches: int
@@ -105,6 +107,8 @@ class FullyConnectedParams:
     bias_folded: bool
     shift_only: bool
     output_shape: tuple[int, ...] = host_only()
+    filter_paired: bool = False
+    shifts_fast: bool = False
 
 
 FAST_SHIFTS = (-31, -2)  # shifts whose requantization channel_data() turns into one 64-bit multiply-add
@@ -323,7 +327,7 @@ def prepare_fully_connected(graph: Graph, node: Node) -> FullyConnectedParams:
     fast = _fast_path_data(bias, sums, m, s)
     return FullyConnectedParams(
         batches, depth, units, w.quant.per_channel, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits,
-        *fast, y.shape,
+        *fast, y.shape, shifts_fast=bool(fast[0].size and np.all(fast[0][:, 2] > 0)),
     )
 
 

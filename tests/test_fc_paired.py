@@ -1,0 +1,137 @@
+"""Row-paired FULLY_CONNECTED filters: pack's layout, its eligibility bound, and the int8 kernel
+reading it.
+
+A paired weight word holds two rows' weights for two inputs, so one SMLAD sums both rows at once
+and the second row's sum is read back from the upper 24 bits of a 32-bit accumulator; pack pairs
+a layer only when that cannot overflow (mcuq.pack.PAIR_ROW_BOUND). The cases here get the filter
+as pack stores it (mcuq.pack.pair_filters) and must equal the numpy simulator, which runs the
+filter as the model holds it, with np.array_equal: plain C, the DSP path over the host twins of
+the intrinsics, then the assembly on the emulated Cortex-M7 and M4. Shapes cover every remainder
+of the units by 4 (four-row sets, a last pair, a last odd row), depths of 2 and 4 groups modulo
+4 (the assembly's two entries), depths beyond the DSP block (plain C), and second rows at the
+bound with every input at -128.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from kernel_target import TargetCase, build_image, run_image
+from mcuq.ir import Op
+from mcuq.pack import PAIR_ROW_BOUND, pair_filters, paired_filter, unpaired_filter
+from mcuq.simulate.integer import KERNELS as SIMULATOR
+from test_kernels import (  # noqa: F401  (c, c_dsp: the session's kernel builds, as fixtures)
+    Builder, Case, _bias_any, c, c_dsp, first_mismatch, node_args, run_c,
+)
+
+UNITS = (1, 2, 3, 4, 5, 6, 7, 8, 13, 16)
+DEPTHS = (4, 8, 12, 24, 40, 64, 128, 504, 640, 1300)
+CASES = 40
+
+
+def test_layout_of_two_rows() -> None:
+    """Rows a, b of 4 inputs: word 0 holds inputs 0 and 2, word 1 inputs 1 and 3, each lane a[i]
+    XOR 0x80 then b[i] (mcuq_kernels.h)."""
+    w = np.array([[1, -2, 3, -4], [-5, 6, -7, 127]], np.int8)
+    got = paired_filter(w).view(np.uint8)
+    a, b = w[0].view(np.uint8) ^ 0x80, w[1].view(np.uint8)
+    assert got.tolist() == [a[0], b[0], a[2], b[2], a[1], b[1], a[3], b[3]]
+
+
+@pytest.mark.parametrize("units", UNITS)
+@pytest.mark.parametrize("depth", (4, 8, 12, 64))
+def test_unpaired_inverts_paired(units: int, depth: int) -> None:
+    w = np.random.default_rng([units, depth]).integers(-128, 128, (units, depth)).astype(np.int8)
+    p = paired_filter(w)
+    assert p.size == w.size and np.array_equal(unpaired_filter(p, units, depth), w)
+
+
+def gen_paired(b: Builder, k: int, extreme: bool = False) -> Case:
+    """A FULLY_CONNECTED with a symmetric filter (pairable); ``extreme``: every second row's
+    weights at -128 up to the bound and every input -128, outputs scaled to stay unsaturated."""
+    r = b.rng
+    units, depth = UNITS[k % len(UNITS)], DEPTHS[k % len(DEPTHS)]
+    batches = 1 + k % 3 // 2
+    if extreme:
+        depth = PAIR_ROW_BOUND // 128 - PAIR_ROW_BOUND // 128 % 4
+    s_in = b.scale(0.005, 0.1)
+    x = b.feed((batches, depth), "int8", s_in, b.zp("int8"),
+               np.full((batches, depth), -128) if extreme else None)
+    per_channel = r.random() < 0.5
+    scales = [b.scale(0.002, 0.02) for _ in range(units)] if per_channel else b.scale(0.002, 0.02)
+    values = r.integers(-127, 128, (units, depth)) // (1 if depth < 1000 else 3)  # 1300: under the bound
+    if extreme:
+        values[1::2] = -128
+    w = b.tensor((units, depth), "int8", scales, 0, values)
+    bias = _bias_any(b, units)
+    spread = float(np.sqrt(depth)) * 128 * 73 if not extreme else depth * 128 * 128 / 100
+    s_out = s_in * float(np.mean(scales)) * spread / 100
+    y = b.tensor((batches, units), "int8", s_out, b.zp("int8"))
+    return b.case(Op.FULLY_CONNECTED, [x, w, bias], y, {"activation": b.act()})
+
+
+def paired_cases(count: int, seed: int) -> list[tuple[int, Case, object, list, list, np.ndarray]]:
+    """(k, case, packed params, args as the simulator reads them, args as pack stores them,
+    expected output) for ``count`` seeded cases, every fifth one extreme."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        case = gen_paired(Builder(rng), k, extreme=k % 5 == 4)
+        node = case.graph.nodes[0]
+        prepare, evaluate = SIMULATOR[node.op]
+        params = prepare(case.graph, node)
+        (packed,), paired = pair_filters(case.graph, [params])
+        args = node_args(case)
+        stored = [paired.get(t, a) for t, a in zip(node.inputs, args)]
+        out.append((k, case, packed, args, stored, evaluate(params, args)))
+    return out
+
+
+def test_cases_are_paired_within_the_bound() -> None:
+    """pack pairs every case (the extreme ones sit at most 127 under the bound)."""
+    for k, case, packed, *_ in paired_cases(CASES, 3):
+        w = case.graph.tensor(case.graph.nodes[0].inputs[1]).data.astype(np.int64)
+        assert packed.filter_paired, f"case {k} {w.shape} was not paired"
+        assert np.abs(w[1:w.shape[0] - w.shape[0] % 2:2]).sum(1).max(initial=0) <= PAIR_ROW_BOUND
+
+
+def test_not_paired_past_the_bound() -> None:
+    """A second row summing to PAIR_ROW_BOUND + 1 in magnitude keeps the layer unpaired; at the
+    bound it pairs."""
+    for extra, want in ((0, True), (1, False)):
+        b = Builder(np.random.default_rng(0))
+        x = b.feed((1, 1024), "int8", 0.05, 0)
+        values = np.zeros((2, 1024), np.int64)
+        values[1, :516] = -127
+        values[1, 516] = -(PAIR_ROW_BOUND + extra - 516 * 127)
+        w = b.tensor((2, 1024), "int8", 0.01, 0, values)
+        y = b.tensor((1, 2), "int8", 1.0, 0)
+        case = b.case(Op.FULLY_CONNECTED, [x, w, -1], y, {"activation": "NONE"})
+        params = SIMULATOR[Op.FULLY_CONNECTED][0](case.graph, case.graph.nodes[0])
+        (packed,), paired = pair_filters(case.graph, [params])
+        assert packed.filter_paired is want and (w in paired) is want
+
+
+@pytest.mark.parametrize("build", ["c", "c_dsp"])
+def test_paired_kernel_matches_simulator(build: str, request) -> None:
+    """Plain C (c) and the DSP path's C twin (c_dsp) on the filter as pack stores it."""
+    lib = request.getfixturevalue(build)
+    for k, case, packed, _, stored, want in paired_cases(CASES, 3):
+        status, got = run_c(lib, case.graph, packed, stored)
+        assert status == 0, f"case {k}: status {status}"
+        assert (msg := first_mismatch("fully_connected_s8 paired", k, got, want)) is None, msg
+
+
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_paired_kernel_bit_exact_on_emulator(board: str, tmp_path) -> None:
+    """The assembly (four-row sets) and its C twin as the board's core compiles them."""
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
+    cases = paired_cases(CASES, 3)
+    elf = build_image([TargetCase(case.graph, packed, stored, want) for _, case, packed, _, stored, want in cases],
+                      board, tmp_path)
+    for (k, case, *_), res in zip(cases, run_image(elf, board, len(cases))):
+        assert res.status == 0 and res.first_bad < 0, f"{board} case {k}: status {res.status}, byte {res.first_bad}"
