@@ -121,8 +121,8 @@ static void rq_fill(const int32_t *channel_data, int32_t zp, int32_t c0, int32_t
         (o) = (int8_t)mcuq_ssat8((smmlar(t_, m, h2) + (t_ >> 31)) >> ((r) + 1));                    \
     } while (0)
 
-/* o0 (and o1) = the outputs of channel j (a constant) of channel_data rows cd and rq pairs rq,
- * from twice their sums s0 (and s1); the four values come with two LDRDs. */
+/* o0 = the output of channel j (a constant) of channel_data rows cd and rq pairs rq, from twice
+ * its sum s0; the four values come with two LDRDs. */
 #define RQ_CH(o0, s0, cd, rq, j)                                                                    \
     do {                                                                                            \
         int32_t m_, r_, b_, h_;                                                                     \
@@ -130,15 +130,6 @@ static void rq_fill(const int32_t *channel_data, int32_t zp, int32_t c0, int32_t
         MCUQ_LOAD2(b_, h_, rq, 2 * (j));                                                            \
         RQ_OUT(o0, s0, b_, h_, m_, r_);                                                             \
     } while (0)
-#define RQ_CH2(o0, o1, s0, s1, cd, rq, j)                                                           \
-    do {                                                                                            \
-        int32_t m_, r_, b_, h_;                                                                     \
-        MCUQ_LOAD2(m_, r_, cd, 4 * (j) + 1);                                                        \
-        MCUQ_LOAD2(b_, h_, rq, 2 * (j));                                                            \
-        RQ_OUT(o0, s0, b_, h_, m_, r_);                                                             \
-        RQ_OUT(o1, s1, b_, h_, m_, r_);                                                             \
-    } while (0)
-
 /* One output pixel, channel groups [g0, g0 + groups) (weights unpacked from group g0 on); tap t
  * of the window reads tap[t] (an input pixel, or pad outside the image). */
 static void pixel4(const mcuq_conv_params_t *p, const int8_t *const *tap, int32_t taps, const uint32_t *wbuf,
@@ -190,61 +181,149 @@ static MCUQ_NO_PRESCHEDULE void pixel3x3(const int8_t *const *tap, const uint32_
     }
 }
 
-/* One row of a 3x3 window for two output pixels A and B one column apart (stride == dilation):
- * the row's input words at r, r + d, r + 2d, r + 3d, unpacked by UNPACK (the even or the odd
- * channels of the group), times the row's weights w[0], w[2], w[4]; A's sums go to s[0] (bottom
- * lanes) and s[1] (top), B's to s[2] and s[3]. */
-#define PAIR_ROW(UNPACK, r, d, w, s)                                                                \
-    do {                                                                                            \
-        const uint32_t w0 = (w)[0], w1 = (w)[2], w2 = (w)[4];                                       \
-        uint32_t v = UNPACK(mcuq_read_u32(r));                                                      \
-        s[0] = mcuq_smlabb(v, w0, s[0]);                                                            \
-        s[1] = mcuq_smlatt(v, w0, s[1]);                                                            \
-        v = UNPACK(mcuq_read_u32((r) + (d)));                                                       \
-        s[0] = mcuq_smlabb(v, w1, s[0]);                                                            \
-        s[1] = mcuq_smlatt(v, w1, s[1]);                                                            \
-        s[2] = mcuq_smlabb(v, w0, s[2]);                                                            \
-        s[3] = mcuq_smlatt(v, w0, s[3]);                                                            \
-        v = UNPACK(mcuq_read_u32((r) + 2 * (d)));                                                   \
-        s[0] = mcuq_smlabb(v, w2, s[0]);                                                            \
-        s[1] = mcuq_smlatt(v, w2, s[1]);                                                            \
-        s[2] = mcuq_smlabb(v, w1, s[2]);                                                            \
-        s[3] = mcuq_smlatt(v, w1, s[3]);                                                            \
-        v = UNPACK(mcuq_read_u32((r) + 3 * (d)));                                                   \
-        s[2] = mcuq_smlabb(v, w2, s[2]);                                                            \
-        s[3] = mcuq_smlatt(v, w2, s[3]);                                                            \
-    } while (0)
-#define EVEN(v) mcuq_sxtb16(v)
-#define ODD(v) ((v) & MCUQ_LANE_MASK)
+/* ---- runs of 4 pixels: 3x3, stride_w 1, dilation_w 1 ------------------------------------------
+ * Four neighbouring output pixels A-D of one row, all six window columns inside the image (rows
+ * may be pad rows: a column step of 0 over `pad`), channel groups of the chunk one after the
+ * other: each row's six input words serve up to three pixels, its three unpacked weights all
+ * four. The even channels (SXTB16: lanes c0, c2) and the odd ones (SXTB16 ROR 8: c1, c3) run one
+ * after the other with eight sums each, every half requantized as soon as it ends. State in a
+ * run4_t (the assembly copies it to its frame and walks it there); the C twin is run4_c(). */
+typedef struct {
+    const int8_t *x; /* window row r: input at the run's column 0 (+ the group's channel), or pad */
+    int32_t d;       /* its column step: channels, or 0 for a pad row */
+} run4_row_t;
+typedef struct {
+    run4_row_t row[3];       /* [0], [8], [16] */
+    const uint32_t *w;       /* [24] unpacked weights of the group */
+    const int32_t *cd;       /* [28] its channel_data rows */
+    const int32_t *rq;       /* [32] its rq pairs */
+    int8_t *out;             /* [36] pixel A's output, the group's first channel */
+    int32_t step;            /* [40] bytes from one pixel's outputs to the next (channels) */
+    const uint32_t *wend;    /* [44] the chunk's weights end */
+} run4_t;
 
-/* Two output pixels one column apart (stride_w == dilation_w), both 3x3 windows inside the image,
- * as pixel3x3 (x: the first window's top left input pixel, channel 0; the second pixel's outputs
- * `step` bytes after the first's). Each row's four input words serve both pixels; the even and
- * the odd channels of a group run one after the other, four sums each, so nothing spills. */
-static MCUQ_NO_PRESCHEDULE void pair3x3(const int8_t *x, int32_t row, int32_t d, const uint32_t *w,
-                                        const int32_t *cd, const int32_t *rq, int32_t c, int32_t end,
-                                        int8_t *out, int32_t step)
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+/* Registers: r0 column address, r1 column step, r2 the column word, r11 / r12 / lr the row's
+ * weights for taps 0 / 1 / 2, r3-r6 pixels A-D's bottom-lane sums, r7-r10 their top-lane sums.
+ * Frame: [sp, #0] the top-lane sums while the bottom lane is requantized, [sp, #16] the run4_t. */
+#define R4_MLA(lo, hi, w) "smlabb " lo ", r2, " w ", " lo "\n\t" "smlatt " hi ", r2, " w ", " hi "\n\t"
+#define R4_MUL(lo, hi, w) "smulbb " lo ", r2, " w "\n\t" "smultt " hi ", r2, " w "\n\t"
+/* Window row at frame offset `row` with weights at byte `k` of the group, columns unpacked by
+ * UNPACK; FIRST: R4_MUL in row 0 (starts the sums), else R4_MLA. */
+#define R4_ROW(FIRST, row, k, UNPACK)                                                                      \
+    "ldr    r2, [sp, #40]\n\t"                                                                             \
+    "ldr    r11, [r2, #" #k "]\n\t"                                                                        \
+    "ldr    r12, [r2, #" #k " + 8]\n\t"                                                                    \
+    "ldr    lr, [r2, #" #k " + 16]\n\t"                                                                    \
+    "ldrd   r0, r1, [sp, #" #row "]\n\t"                                                                   \
+    "ldr    r2, [r0]\n\t" UNPACK FIRST("r3", "r7", "r11")                                                  \
+    "ldr    r2, [r0, r1]\n\t" UNPACK R4_MLA("r3", "r7", "r12") FIRST("r4", "r8", "r11")                    \
+    "add    r0, r0, r1, lsl #1\n\t"                                                                        \
+    "ldr    r2, [r0]\n\t" UNPACK R4_MLA("r3", "r7", "lr") R4_MLA("r4", "r8", "r12") FIRST("r5", "r9", "r11") \
+    "ldr    r2, [r0, r1]\n\t" UNPACK R4_MLA("r4", "r8", "lr") R4_MLA("r5", "r9", "r12")                    \
+    FIRST("r6", "r10", "r11")                                                                              \
+    "add    r0, r0, r1, lsl #1\n\t"                                                                        \
+    "ldr    r2, [r0]\n\t" UNPACK R4_MLA("r5", "r9", "lr") R4_MLA("r6", "r10", "r12")                       \
+    "ldr    r2, [r0, r1]\n\t" UNPACK R4_MLA("r6", "r10", "lr")
+#define R4_EVEN "sxtb16 r2, r2\n\t"
+#define R4_ODD "sxtb16 r2, r2, ror #8\n\t"
+#define R4_HALF(k, UNPACK)                                                                                 \
+    R4_ROW(R4_MUL, 16, k, UNPACK) R4_ROW(R4_MLA, 24, k + 24, UNPACK) R4_ROW(R4_MLA, 32, k + 48, UNPACK)
+/* One output of channel j from the sum in s (RQ_OUT: r9 M, r10 r + 1, r11 2b, r12 rq's h2), at
+ * r0 + j. */
+#define R4_OUT(s, j)                                                                                       \
+    "add    r2, r11, " s ", lsl #1\n\t"                                                                    \
+    "smmlar lr, r2, r9, r12\n\t"                                                                           \
+    "add    lr, lr, r2, asr #31\n\t"                                                                       \
+    "asr    lr, lr, r10\n\t"                                                                               \
+    "ssat   lr, #8, lr\n\t"                                                                                \
+    "strb   lr, [r0, #" #j "]\n\t"
+/* Channel j of the group for pixels A-D from r3-r6. */
+#define R4_CHANNEL(j)                                                                                      \
+    "ldrd   r7, r8, [sp, #44]\n\t"                                                                         \
+    "ldrd   r9, r10, [r7, #16 * " #j " + 4]\n\t"                                                           \
+    "ldrd   r11, r12, [r8, #8 * " #j "]\n\t"                                                               \
+    "ldrd   r0, r1, [sp, #52]\n\t"                                                                         \
+    "add    r10, r10, #1\n\t" R4_OUT("r3", j) "add    r0, r0, r1\n\t" R4_OUT("r4", j)                      \
+    "add    r0, r0, r1\n\t" R4_OUT("r5", j) "add    r0, r0, r1\n\t" R4_OUT("r6", j)
+
+static void __attribute__((naked, noinline)) run4(run4_t *s)
 {
-    for (; c != end; c += 4, w += 18, cd += 16, rq += 8) {
-        const int8_t *xc = x + c;
-        int8_t *o = out + c;
-        int32_t e[4] = {0, 0, 0, 0}, od[4] = {0, 0, 0, 0};
-        PAIR_ROW(EVEN, xc, d, w, e);
-        PAIR_ROW(EVEN, xc + row, d, w + 6, e);
-        PAIR_ROW(EVEN, xc + 2 * row, d, w + 12, e);
-        MCUQ_RELOAD();
-        PAIR_ROW(ODD, xc, d, w + 1, od);
-        PAIR_ROW(ODD, xc + row, d, w + 7, od);
-        PAIR_ROW(ODD, xc + 2 * row, d, w + 13, od);
-        RQ_CH2(o[0], o[step], TWICE(e[0]), TWICE(e[2]), cd, rq, 0);
-        RQ_CH2(o[1], o[step + 1], TWICE_ODD(od[0]), TWICE_ODD(od[2]), cd, rq, 1);
-        RQ_CH2(o[2], o[step + 2], TWICE(e[1]), TWICE(e[3]), cd, rq, 2);
-        RQ_CH2(o[3], o[step + 3], TWICE_ODD(od[1]), TWICE_ODD(od[3]), cd, rq, 3);
+    (void)s;
+    __asm__("push   {r4-r11, lr}\n\t"
+            "sub    sp, sp, #64\n\t"
+            "ldm    r0, {r1-r12}\n\t"
+            "add    lr, sp, #16\n\t"
+            "stm    lr, {r1-r12}\n\t"
+            "1:\n\t" R4_HALF(0, R4_EVEN)
+            "stm    sp, {r7-r10}\n\t" R4_CHANNEL(0)
+            "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(2)
+            R4_HALF(4, R4_ODD)
+            "stm    sp, {r7-r10}\n\t" R4_CHANNEL(1)
+            "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(3)
+            "ldr    r0, [sp, #16]\n\t"
+            "ldr    r1, [sp, #24]\n\t"
+            "ldr    r2, [sp, #32]\n\t"
+            "adds   r0, r0, #4\n\t"
+            "adds   r1, r1, #4\n\t"
+            "adds   r2, r2, #4\n\t"
+            "str    r0, [sp, #16]\n\t"
+            "str    r1, [sp, #24]\n\t"
+            "str    r2, [sp, #32]\n\t"
+            "ldrd   r0, r1, [sp, #40]\n\t"
+            "ldrd   r2, r3, [sp, #48]\n\t"
+            "adds   r0, r0, #72\n\t"
+            "adds   r1, r1, #64\n\t"
+            "adds   r2, r2, #32\n\t"
+            "adds   r3, r3, #4\n\t"
+            "strd   r0, r1, [sp, #40]\n\t"
+            "strd   r2, r3, [sp, #48]\n\t"
+            "ldr    r1, [sp, #60]\n\t"
+            "cmp    r0, r1\n\t"
+            "bne    1b\n\t"
+            "add    sp, sp, #64\n\t"
+            "pop    {r4-r11, pc}\n\t");
+}
+#undef R4_MLA
+#undef R4_MUL
+#undef R4_ROW
+#undef R4_EVEN
+#undef R4_ODD
+#undef R4_HALF
+#undef R4_OUT
+#undef R4_CHANNEL
+#else
+/* The C twin of run4's assembly: the same sums in the same order, the same requantization. */
+static void run4(run4_t *s)
+{
+    const uint32_t *w;
+    int32_t c = 0, half, j, ky, k, px;
+    for (w = s->w; w != s->wend; w += 18, c += 4) {
+        for (half = 0; half < 2; half++) {
+            int32_t sum[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+            for (ky = 0; ky < 3; ky++) {
+                const int8_t *x = s->row[ky].x + c;
+                const int32_t d = s->row[ky].d;
+                for (k = 0; k < 6; k++) {
+                    const uint32_t word = mcuq_read_u32(x + k * d);
+                    const uint32_t v = half ? mcuq_sxtb16_ror8(word) : mcuq_sxtb16(word);
+                    for (px = k > 2 ? k - 2 : 0; px <= k && px < 4; px++) {
+                        const uint32_t wt = w[2 * (3 * ky + k - px) + half];
+                        sum[0][px] = mcuq_smlabb(v, wt, sum[0][px]);
+                        sum[1][px] = mcuq_smlatt(v, wt, sum[1][px]);
+                    }
+                }
+            }
+            for (j = 0; j < 2; j++) { /* channels half (bottom lanes) and half + 2 (top) */
+                const int32_t ch = half + 2 * j, *cd = s->cd + 4 * (c + ch), *q = s->rq + 2 * (c + ch);
+                for (px = 0; px < 4; px++) {
+                    RQ_OUT(s->out[px * s->step + c + ch], TWICE(sum[j][px]), q[0], q[1], cd[1], cd[2]);
+                }
+            }
+        }
     }
 }
-#undef PAIR_ROW
-#undef EVEN
-#undef ODD
+#endif
 
 /* The window's taps for output pixel (b, oy, ox): input pixels, or pad outside the image. */
 static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *pad, int32_t b,
@@ -271,8 +350,9 @@ static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const 
 
 /* Depth multiplier 1, at most MAX_TAPS taps and MCUQ_DSP_MAX_DEPTH channels, bias folded:
  * channel chunks whose unpacked weights fit the stack buffer, all pixels per chunk. 3x3 windows
- * with the int8 clamp and rq_fits (the models' layers: `fast`) run pairs of neighbouring
- * pixels inside the image through pair3x3 and every other pixel through pixel3x3; other layers
+ * with the int8 clamp and rq_fits (the models' layers: `fast`) run four neighbouring pixels
+ * whose columns are inside the image through run4 (stride_w and dilation_w 1) and every other
+ * pixel through pixel3x3; other layers
  * through pixel4. Channels past the last multiple of 4 go one by one. */
 static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
@@ -284,7 +364,7 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
     const int32_t channels = p->input_c, taps = p->filter_h * p->filter_w;
     const int32_t all_groups = channels >> 2, chunk = MCUQ_DSP_BLOCK_WORDS / (2 * taps);
     const int32_t fast = full && p->filter_h == 3 && p->filter_w == 3 && rq_fits(p->channel_data, channels);
-    const int32_t pairs = fast && p->stride_w == p->dilation_w;
+    const int32_t runs = fast && p->stride_w == 1 && p->dilation_w == 1;
     const int32_t span_h = 2 * p->dilation_h, span_w = 2 * p->dilation_w;
     const int32_t row = p->dilation_h * p->input_w * channels, d = p->dilation_w * channels;
     int32_t g0, b, oy, ox, c, t;
@@ -306,10 +386,23 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
                 for (ox = 0; ox < p->output_w; ox++, out += channels) {
                     const int32_t x0 = ox * p->stride_w - p->pad_left;
                     const int32_t inside = rows_in && x0 >= 0 && x0 + span_w < p->input_w;
-                    if (pairs && inside && ox + 1 < p->output_w && x0 + p->stride_w + span_w < p->input_w) {
-                        pair3x3(in_row + x0 * channels, row, d, wbuf, cd, rq, c0, end, out, channels);
-                        ox++;
-                        out += channels;
+                    if (runs && ox + 3 < p->output_w && x0 >= 0 && x0 + 5 < p->input_w) {
+                        run4_t st;
+                        for (t = 0; t < 3; t++) {
+                            const int32_t iy = y0 + t * p->dilation_h, in = iy >= 0 && iy < p->input_h;
+                            st.row[t].x = in ? input + ((b * p->input_h + iy) * p->input_w + x0) * channels + c0
+                                             : pad + c0;
+                            st.row[t].d = in ? channels : 0;
+                        }
+                        st.w = wbuf;
+                        st.cd = cd;
+                        st.rq = rq;
+                        st.out = out + c0;
+                        st.step = channels;
+                        st.wend = wbuf + 18 * groups;
+                        run4(&st);
+                        ox += 3;
+                        out += 3 * channels;
                     } else if (inside) {
                         const int8_t *x = in_row + x0 * channels;
                         for (t = 0; t < 9; t += 3, x += row) {
