@@ -46,6 +46,7 @@ static inline void fill_bytes(int8_t *dst, int32_t v, int32_t n)
 
 #define PATCH_BYTES (2 * MCUQ_DSP_MAX_DEPTH) /* gathered windows: 4 of up to 320 elements, 2 of 640 */
 #define CHUNK_CHANNELS 32                    /* channels per pass over a window split in chunks */
+#define PADDED_BYTES 1024                    /* weights padded to rows of k4 at the column block's end */
 
 /* A convolution's window geometry, once per call. A window is converted in segments of `seg`
  * elements: one per filter row when the channels are a multiple of 4 (direct: a window inside
@@ -283,6 +284,9 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     const int32_t last_y = (p->filter_h - 1) * p->dilation_h, last_x = (p->filter_w - 1) * p->dilation_w;
     int32_t i, r, c, ky, rows;
     int32_t chunk_rows; /* filter rows per chunk of four windows */
+    int32_t most = 4 * (MCUQ_DSP_BLOCK_WORDS / (2 * ((k + 3) & ~3))); /* rows of whole windows per product */
+    const int8_t *weights = filter; /* their weight rows, of `depth` elements (k4 when padded, else k) */
+    int32_t depth = k;
     origin_t o[4];
     walk_t wk;
     geometry_t g;
@@ -312,11 +316,10 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     q.shifts_fast = mcuq_channel_shifts_positive(p->channel_data, n);
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */
-        const int32_t most = MCUQ_DSP_BLOCK_WORDS / (2 * k); /* 4-row blocks in the column block */
         const int8_t *src[4];
         for (i = 0; i < pixels; i += rows, output += rows * n) {
-            const int32_t fours = (pixels - i) >> 2;
-            rows = fours > 0 ? 4 * (fours < most ? fours : most) : pixels - i >= 2 ? 2 : 1;
+            const int32_t fours = (pixels - i) & ~3; /* as many 4-row blocks as the column block holds */
+            rows = fours > 0 ? (fours < most ? fours : most) : pixels - i >= 2 ? 2 : 1;
             for (c = 0; c < rows; c += 4) {
                 const int32_t m = rows - c < 4 ? rows - c : 4;
                 for (r = 0; r < m; r++) {
@@ -328,6 +331,20 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         }
         return;
     }
+    if (k & 3 && n * g.k4 <= PADDED_BYTES && 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS - PADDED_BYTES / 4) {
+        /* rows of k4 weights, their last k4 - k bytes 0, after the blocks: no partial groups */
+        int8_t *to = (int8_t *)(block + MCUQ_DSP_BLOCK_WORDS) - PADDED_BYTES;
+        const int8_t *from = filter;
+        weights = to;
+        for (c = 0; c < n; c++, to += g.k4 - k) {
+            for (r = 0; r < k; r++) {
+                *to++ = *from++;
+            }
+            fill_bytes(to, 0, g.k4 - k);
+        }
+        depth = g.k4;
+        most = 4 * ((MCUQ_DSP_BLOCK_WORDS - PADDED_BYTES / 4) / (2 * g.k4));
+    }
     wk.image = wk.oy = wk.ox = 0;
     wk.y0 = -p->pad_top;
     wk.x0 = -p->pad_left;
@@ -337,7 +354,6 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     for (i = 0; i < pixels; i += rows, output += rows * n) {
         if (pixels - i >= 4 && chunk_rows == g.kh) {
             /* whole windows four at a time: as many 4-row blocks as the column block holds */
-            const int32_t most = 4 * (MCUQ_DSP_BLOCK_WORDS / (2 * g.k4));
             uint32_t *b = block;
             for (rows = 0; rows < most && pixels - i - rows >= 4; rows += 4, b += 2 * g.k4) {
                 if (walk(p, &g, &wk, o, 4) && !g.direct && g.span >= 4) {
@@ -354,7 +370,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                     fill_block(&g, patch, b, 4, o, 0, g.kh);
                 }
             }
-            mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
+            mcuq_matmul_s8(&q, block, rows, depth, weights, n, output, n);
             continue;
         }
         rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : pixels - i >= 2 ? 2 : 1;

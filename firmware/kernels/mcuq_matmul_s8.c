@@ -166,7 +166,8 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
 }
 
 #if defined(__ARM_FEATURE_DSP)
-/* The whole channel loop of 4-row products in assembly, for outputs4_s8() outputs, over one or
+/* The whole channel loop of 4-row products over rows of a multiple of 4 elements in assembly,
+ * for outputs4_s8() outputs, over one or
  * more consecutive 4-row blocks (each 8 * groups words, its outputs 4 * stride bytes after the
  * previous block's): per channel its bias, a first group that starts the four sums from it,
  * dot_4x1()'s loop over the other groups, the last one partial or not, four groups per turn
@@ -182,9 +183,8 @@ typedef struct {
     const int8_t *w;      /* [20] weight row of the first channel */
     const int32_t *cd;    /* [24] channel_data row of the first channel */
     const int32_t *cde;   /* [28] its end */
-    int32_t back;         /* [32] k4 - k */
+    int32_t blocks;       /* [32] */
     int32_t next;         /* [36] from the output after a block's last channel to the next block's */
-    int32_t blocks;       /* [40] */
 } rows4_t;
 
 /* r1-r4: the sums; r12: weights; r7: block; r5, r6: weight word, its unpacked half. */
@@ -214,96 +214,82 @@ typedef struct {
     "add    r9, r9, r10\n\t"                                                                              \
     "ssat   r9, #8, r9\n\t"
 
-/* rewind: instructions after a channel's loop that bring r12 back to the next weight row. The
- * state is copied to the stack ([sp, #0] .. [sp, #40] as in rows4_t, [sp, #44] where each
- * channel's loop is entered), r0 walks channel_data. */
-#define ROWS4_ASM(rewind)                                                                                 \
-    __asm__("push   {r4-r11, lr}\n\t"                                                                     \
-            "sub    sp, sp, #48\n\t"                                                                      \
-            "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                               \
-            "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11}\n\t"                               \
-            "sub    r0, r5, r4\n\t"                                                                       \
-            "subs   r0, r0, #32\n\t" /* 32 * the groups after the first */                                \
-            "beq    11f\n\t"                                                                              \
-            "ubfx   r0, r0, #5, #2\n\t" /* modulo 4: the first turn does that many */                     \
-            "tbb    [pc, r0]\n\t"                                                                         \
-            "0:\n\t"                                                                                      \
-            ".byte  (7f - 0b) / 2, (8f - 0b) / 2, (9f - 0b) / 2, (10f - 0b) / 2\n\t"                      \
-            "7:\n\t"                                                                                      \
-            "adr.w  r0, 2f\n\t"                                                                           \
-            "b      3f\n\t"                                                                               \
-            "8:\n\t"                                                                                      \
-            "adr.w  r0, 6f\n\t"                                                                           \
-            "b      3f\n\t"                                                                               \
-            "9:\n\t"                                                                                      \
-            "adr.w  r0, 5f\n\t"                                                                           \
-            "b      3f\n\t"                                                                               \
-            "10:\n\t"                                                                                     \
-            "adr.w  r0, 4f\n\t"                                                                           \
-            "b      3f\n\t"                                                                               \
-            "11:\n\t"                                                                                     \
-            "adr.w  r0, 12f\n\t" /* one group: no loop */                                                 \
-            "3:\n\t"                                                                                      \
-            "orr    r0, r0, #1\n\t" /* a Thumb address */                                                 \
-            "str    r0, [sp, #44]\n\t"                                                                    \
-            "13:\n\t" /* each block */                                                                    \
-            "ldr    r12, [sp, #20]\n\t"                                                                   \
-            "ldr    r0, [sp, #24]\n\t"                                                                    \
-            "1:\n\t" /* each channel */                                                                   \
-            "ldr    r1, [r0], #4\n\t" /* the bias */                                                      \
-            "ldrd   r7, lr, [sp, #12]\n\t" /* block, its end */                                           \
-            ASM_GROUP_FROM("r1", "r2", "r3", "r4", "r1", "r1", "r1", "r1")                                \
-            "ldr    pc, [sp, #44]\n\t"                                                                    \
-            "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP                \
-            "cmp    r7, lr\n\t"                                                                           \
-            "bne    2b\n\t"                                                                               \
-            "12:\n\t" rewind                                                                              \
-            "ldm    r0!, {r5, r6, r7}\n\t"  /* M, r, h */                                                 \
-            "ldm    sp, {r10, r11, lr}\n\t" /* zp, stride, out */                                         \
-            "add    r8, lr, #1\n\t"                                                                       \
-            "str    r8, [sp, #8]\n\t"                                                                     \
-            ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"                                                        \
-            ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"                                                   \
-            "add    lr, lr, r11, lsl #1\n\t"                                                              \
-            ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"                                                        \
-            ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"                                                   \
-            "ldr    r5, [sp, #28]\n\t"                                                                    \
-            "cmp    r0, r5\n\t"                                                                           \
-            "bne    1b\n\t"                                                                               \
-            "ldr    r5, [sp, #40]\n\t"                                                                    \
-            "subs   r5, r5, #1\n\t"                                                                       \
-            "beq    14f\n\t"                                                                              \
-            "str    r5, [sp, #40]\n\t"                                                                    \
-            "ldrd   r7, lr, [sp, #12]\n\t"                                                                \
-            "sub    r6, lr, r7\n\t"                                                                       \
-            "add    r6, lr, r6\n\t"                                                                       \
-            "strd   lr, r6, [sp, #12]\n\t" /* the next block */                                           \
-            "ldr    r8, [sp, #8]\n\t"                                                                     \
-            "ldr    r9, [sp, #36]\n\t"                                                                    \
-            "add    r8, r8, r9\n\t"                                                                       \
-            "str    r8, [sp, #8]\n\t"                                                                     \
-            "b      13b\n\t"                                                                              \
-            "14:\n\t"                                                                                     \
-            "add    sp, sp, #48\n\t"                                                                      \
-            "pop    {r4-r11, pc}\n\t")
-
-/* Rows of a multiple of 4 elements: each channel's loop ends at the next row. aligned(4): ADR
- * computes from the word-aligned PC, so its offsets hold only if the function starts on a word
- * (-Os aligns functions to 2 bytes; the channel loop then jumped 2 bytes off, into an instruction). */
+/* The state is copied to the stack ([sp, #0] .. [sp, #36] as in rows4_t, [sp, #44] where each
+ * channel's loop is entered), r0 walks channel_data; each channel's loop ends at the next weight
+ * row. aligned(4): ADR computes from the word-aligned PC, so its offsets hold only if the
+ * function starts on a word (-Os aligns functions to 2 bytes; the channel loop then jumped 2
+ * bytes off, into an instruction). */
 static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
 {
     (void)s;
-    ROWS4_ASM("");
-}
-
-/* Other rows: the loop runs over the last, partial group too (the block's lanes past k are 0,
- * so the bytes read past the row, at most 3, add nothing: the filter's own next row, or what
- * follows the filter in flash or on the stack, all readable on these cores; the C twin reads
- * none) and then steps back by `back` = k4 - k. */
-static void __attribute__((naked, noinline, aligned(4))) rows4_asm_back(rows4_t *s)
-{
-    (void)s;
-    ROWS4_ASM("ldr    r5, [sp, #32]\n\tsub    r12, r12, r5\n\t");
+    __asm__("push   {r4-r11, lr}\n\t"
+            "sub    sp, sp, #48\n\t"
+            "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"
+            "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"
+            "sub    r0, r5, r4\n\t"
+            "subs   r0, r0, #32\n\t" /* 32 * the groups after the first */
+            "beq    11f\n\t"
+            "ubfx   r0, r0, #5, #2\n\t" /* modulo 4: the first turn does that many */
+            "tbb    [pc, r0]\n\t"
+            "0:\n\t"
+            ".byte  (7f - 0b) / 2, (8f - 0b) / 2, (9f - 0b) / 2, (10f - 0b) / 2\n\t"
+            "7:\n\t"
+            "adr.w  r0, 2f\n\t"
+            "b      3f\n\t"
+            "8:\n\t"
+            "adr.w  r0, 6f\n\t"
+            "b      3f\n\t"
+            "9:\n\t"
+            "adr.w  r0, 5f\n\t"
+            "b      3f\n\t"
+            "10:\n\t"
+            "adr.w  r0, 4f\n\t"
+            "b      3f\n\t"
+            "11:\n\t"
+            "adr.w  r0, 12f\n\t" /* one group: no loop */
+            "3:\n\t"
+            "orr    r0, r0, #1\n\t" /* a Thumb address */
+            "str    r0, [sp, #44]\n\t"
+            "13:\n\t" /* each block */
+            "ldr    r12, [sp, #20]\n\t"
+            "ldr    r0, [sp, #24]\n\t"
+            "1:\n\t" /* each channel */
+            "ldr    r1, [r0], #4\n\t" /* the bias */
+            "ldrd   r7, lr, [sp, #12]\n\t" /* block, its end */
+            ASM_GROUP_FROM("r1", "r2", "r3", "r4", "r1", "r1", "r1", "r1")
+            "ldr    pc, [sp, #44]\n\t"
+            "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP
+            "cmp    r7, lr\n\t"
+            "bne    2b\n\t"
+            "12:\n\t"
+            "ldm    r0!, {r5, r6, r7}\n\t"  /* M, r, h */
+            "ldm    sp, {r10, r11, lr}\n\t" /* zp, stride, out */
+            "add    r8, lr, #1\n\t"
+            "str    r8, [sp, #8]\n\t"
+            ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"
+            ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"
+            "add    lr, lr, r11, lsl #1\n\t"
+            ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"
+            ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"
+            "ldr    r5, [sp, #28]\n\t"
+            "cmp    r0, r5\n\t"
+            "bne    1b\n\t"
+            "ldr    r5, [sp, #32]\n\t"
+            "subs   r5, r5, #1\n\t"
+            "beq    14f\n\t"
+            "str    r5, [sp, #32]\n\t"
+            "ldrd   r7, lr, [sp, #12]\n\t"
+            "sub    r6, lr, r7\n\t"
+            "add    r6, lr, r6\n\t"
+            "strd   lr, r6, [sp, #12]\n\t" /* the next block */
+            "ldr    r8, [sp, #8]\n\t"
+            "ldr    r9, [sp, #36]\n\t"
+            "add    r8, r8, r9\n\t"
+            "str    r8, [sp, #8]\n\t"
+            "b      13b\n\t"
+            "14:\n\t"
+            "add    sp, sp, #48\n\t"
+            "pop    {r4-r11, pc}\n\t");
 }
 
 /* Channels cd .. cde - 1 (all with r > 0) of `blocks` 4-row blocks in assembly. */
@@ -319,16 +305,10 @@ static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, cons
     st.w = w;
     st.cd = cd;
     st.cde = cde;
-    st.back = -k & 3;
     st.next = 4 * stride - (int32_t)((cde - cd) >> 2);
     st.blocks = blocks;
-    if (k & 3) {
-        rows4_asm_back(&st);
-    } else {
-        rows4_asm(&st);
-    }
+    rows4_asm(&st);
 }
-#undef ROWS4_ASM
 #undef ASM_GROUP
 #undef ASM_GROUP_FROM
 #endif
@@ -375,7 +355,8 @@ static void channel4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, c
 
 /* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw), channel4()
  * for each channel. On Arm, runs of channels with r > 0 (all of them when q->shifts_fast) of
- * products with int8 clamps go through rows4_asm(). */
+ * products with int8 clamps over rows of a multiple of 4 elements go through rows4_asm() (the
+ * convolution pads other rows to that). */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
                                                            int32_t k, const int8_t *w, int32_t ldw, int32_t n,
                                                            int32_t *sums, int32_t first, int32_t last,
@@ -383,7 +364,7 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
 #if defined(__ARM_FEATURE_DSP)
-    if (full && first && last) { /* first and last: ldw is k */
+    if (full && first && last && (k & 3) == 0) { /* first and last: ldw is k */
         while (cd != end) {
             const int32_t *run = q->shifts_fast ? end : cd;
             while (run != end && run[2] > 0) {
@@ -550,7 +531,7 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     if ((rows & 3) == 0) { /* rows / 4 consecutive 4-row blocks */
         int32_t r;
 #if defined(__ARM_FEATURE_DSP)
-        if (full && local.shifts_fast) {
+        if (full && local.shifts_fast && (k & 3) == 0) {
             rows4(&local, block, k, w, local.channel_data, local.channel_data + 4 * n, out, stride, rows >> 2);
             return;
         }
