@@ -383,23 +383,26 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
                 const int32_t y0 = oy * p->stride_h - p->pad_top;
                 const int32_t rows_in = fast && y0 >= 0 && y0 + span_h < p->input_h;
                 const int8_t *in_row = rows_in ? input + (b * p->input_h + y0) * p->input_w * channels : input;
+                const int8_t *base[3]; /* the run's window rows at column 0: input rows, or pad */
+                run4_t st;
+                for (t = 0; t < 3 && runs; t++) {
+                    const int32_t iy = y0 + t * p->dilation_h, in = iy >= 0 && iy < p->input_h;
+                    base[t] = in ? input + (b * p->input_h + iy) * p->input_w * channels + c0 : pad + c0;
+                    st.row[t].d = in ? channels : 0;
+                }
+                st.w = wbuf;
+                st.cd = cd;
+                st.rq = rq;
+                st.step = channels;
+                st.wend = wbuf + 18 * groups;
                 for (ox = 0; ox < p->output_w; ox++, out += channels) {
                     const int32_t x0 = ox * p->stride_w - p->pad_left;
                     const int32_t inside = rows_in && x0 >= 0 && x0 + span_w < p->input_w;
                     if (runs && ox + 3 < p->output_w && x0 >= 0 && x0 + 5 < p->input_w) {
-                        run4_t st;
-                        for (t = 0; t < 3; t++) {
-                            const int32_t iy = y0 + t * p->dilation_h, in = iy >= 0 && iy < p->input_h;
-                            st.row[t].x = in ? input + ((b * p->input_h + iy) * p->input_w + x0) * channels + c0
-                                             : pad + c0;
-                            st.row[t].d = in ? channels : 0;
-                        }
-                        st.w = wbuf;
-                        st.cd = cd;
-                        st.rq = rq;
+                        st.row[0].x = base[0] + x0 * st.row[0].d;
+                        st.row[1].x = base[1] + x0 * st.row[1].d;
+                        st.row[2].x = base[2] + x0 * st.row[2].d;
                         st.out = out + c0;
-                        st.step = channels;
-                        st.wend = wbuf + 18 * groups;
                         run4(&st);
                         ox += 3;
                         out += 3 * channels;
