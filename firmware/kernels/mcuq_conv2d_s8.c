@@ -286,6 +286,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     int32_t chunk_rows; /* filter rows per chunk of four windows */
     int32_t most = 4 * (MCUQ_DSP_BLOCK_WORDS / (2 * ((k + 3) & ~3))); /* rows of whole windows per product */
     const int8_t *weights = filter; /* their weight rows, of `depth` elements (k4 when padded, else k) */
+    const int32_t copied = (p->input_c & 3) != 0 && p->filter_w * p->input_c >= 4; /* copy_windows4() */
     int32_t depth = k;
     origin_t o[4];
     walk_t wk;
@@ -356,19 +357,29 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             /* whole windows four at a time: as many 4-row blocks as the column block holds */
             uint32_t *b = block;
             for (rows = 0; rows < most && pixels - i - rows >= 4; rows += 4, b += 2 * g.k4) {
-                if (walk(p, &g, &wk, o, 4) && !g.direct && g.span >= 4) {
-                    const int8_t *src[4];
+                const int32_t x3 = wk.x0 + 3 * p->stride_w; /* the fourth window's column */
+                const int8_t *src[4];
+                if (copied && wk.ox + 4 < p->output_w && (uint32_t)wk.y0 < (uint32_t)wk.y_in && wk.x0 >= 0 &&
+                    x3 < wk.x_in) { /* four windows inside, on one output row */
+                    src[0] = input + wk.image + wk.y0 * g.row_bytes + wk.x0 * g.ic;
+                    for (r = 1; r < 4; r++) {
+                        src[r] = src[r - 1] + p->stride_w * g.ic;
+                    }
+                    wk.ox += 4;
+                    wk.x0 = x3 + p->stride_w;
+                } else if (walk(p, &g, &wk, o, 4) && copied) {
                     for (r = 0; r < 4; r++) {
                         src[r] = input + o[r].image + o[r].y0 * g.row_bytes + o[r].x0 * g.ic;
                     }
-                    copy_windows4(&g, patch, src);
-                    for (r = 0; r < 4; r++) {
-                        src[r] = patch + r * (PATCH_BYTES / 4);
-                    }
-                    convert(b, 4, src, g.k4 >> 2);
                 } else {
                     fill_block(&g, patch, b, 4, o, 0, g.kh);
+                    continue;
                 }
+                copy_windows4(&g, patch, src);
+                for (r = 0; r < 4; r++) {
+                    src[r] = patch + r * (PATCH_BYTES / 4);
+                }
+                convert(b, 4, src, g.k4 >> 2);
             }
             mcuq_matmul_s8(&q, block, rows, depth, weights, n, output, n);
             continue;
