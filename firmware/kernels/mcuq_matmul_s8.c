@@ -175,16 +175,16 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
  * a TBB table), then outputs4_s8(). Its state lives in a rows4_t; the C twin is channel4()
  * with outputs4_s8(), block after block. */
 typedef struct {
-    int32_t zp;           /* [0] */
-    int32_t stride;       /* [4] */
-    int8_t *out;          /* [8] output of the next channel in row 0 */
-    const uint32_t *x;    /* [12] the block */
-    const uint32_t *xend; /* [16] block + 8 * groups */
-    const int8_t *w;      /* [20] weight row of the first channel */
-    const int32_t *cd;    /* [24] channel_data row of the first channel */
-    const int32_t *cde;   /* [28] its end */
+    int8_t *oend;         /* [0] output after the block's last channel in row 0 */
+    int32_t zp;           /* [4] */
+    int32_t stride;       /* [8] */
+    int8_t *out;          /* [12] output of the next channel in row 0 */
+    const uint32_t *x;    /* [16] the block */
+    const uint32_t *xend; /* [20] block + 8 * groups */
+    const int8_t *w;      /* [24] weight row of the first channel */
+    const int32_t *cd;    /* [28] channel_data row of the first channel */
     int32_t blocks;       /* [32] */
-    int32_t next;         /* [36] from the output after a block's last channel to the next block's */
+    int32_t next;         /* [36] from oend to the next block's first output */
 } rows4_t;
 
 /* r1-r4: the sums; r12: weights; r7: block; r5, r6: weight word, its unpacked half. */
@@ -215,8 +215,8 @@ typedef struct {
     "ssat   r9, #8, r9\n\t"
 
 /* The state is copied to the stack ([sp, #0] .. [sp, #36] as in rows4_t, [sp, #44] where each
- * channel's loop is entered), r0 walks channel_data; each channel's loop ends at the next weight
- * row. aligned(4): ADR computes from the word-aligned PC, so its offsets hold only if the
+ * channel's loop is entered), r0 walks channel_data, a block ends at oend; each channel's loop
+ * ends at the next weight row. aligned(4): ADR computes from the word-aligned PC, so its offsets hold only if the
  * function starts on a word (-Os aligns functions to 2 bytes; the channel loop then jumped 2
  * bytes off, into an instruction). */
 static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
@@ -226,7 +226,7 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "sub    sp, sp, #48\n\t"
             "ldm    r0, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"
             "stm    sp, {r1, r2, r3, r4, r5, r6, r7, r8, r9, r10}\n\t"
-            "sub    r0, r5, r4\n\t"
+            "sub    r0, r6, r5\n\t"
             "subs   r0, r0, #32\n\t" /* 32 * the groups after the first */
             "beq    11f\n\t"
             "ubfx   r0, r0, #5, #2\n\t" /* modulo 4: the first turn does that many */
@@ -251,11 +251,11 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "orr    r0, r0, #1\n\t" /* a Thumb address */
             "str    r0, [sp, #44]\n\t"
             "13:\n\t" /* each block */
-            "ldr    r12, [sp, #20]\n\t"
-            "ldr    r0, [sp, #24]\n\t"
+            "ldr    r12, [sp, #24]\n\t"
+            "ldr    r0, [sp, #28]\n\t"
             "1:\n\t" /* each channel */
             "ldr    r1, [r0], #4\n\t" /* the bias */
-            "ldrd   r7, lr, [sp, #12]\n\t" /* block, its end */
+            "ldrd   r7, lr, [sp, #16]\n\t" /* block, its end */
             ASM_GROUP_FROM("r1", "r2", "r3", "r4", "r1", "r1", "r1", "r1")
             "ldr    pc, [sp, #44]\n\t"
             "2:\n\t" ASM_GROUP "4:\n\t" ASM_GROUP "5:\n\t" ASM_GROUP "6:\n\t" ASM_GROUP
@@ -263,29 +263,30 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "bne    2b\n\t"
             "12:\n\t"
             "ldm    r0!, {r5, r6, r7}\n\t"  /* M, r, h */
-            "ldm    sp, {r10, r11, lr}\n\t" /* zp, stride, out */
+            "ldm    sp, {r9, r10, r11, lr}\n\t" /* oend, zp, stride, out */
             "add    r8, lr, #1\n\t"
-            "str    r8, [sp, #8]\n\t"
+            "str    r8, [sp, #12]\n\t"
+            "cmp    r8, r9\n\t" /* the last channel? (nothing below sets the flags) */
             ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"
             ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"
             "add    lr, lr, r11, lsl #1\n\t"
             ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"
             ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"
-            "ldr    r5, [sp, #28]\n\t"
-            "cmp    r0, r5\n\t"
             "bne    1b\n\t"
             "ldr    r5, [sp, #32]\n\t"
             "subs   r5, r5, #1\n\t"
             "beq    14f\n\t"
             "str    r5, [sp, #32]\n\t"
-            "ldrd   r7, lr, [sp, #12]\n\t"
+            "ldrd   r7, lr, [sp, #16]\n\t"
             "sub    r6, lr, r7\n\t"
             "add    r6, lr, r6\n\t"
-            "strd   lr, r6, [sp, #12]\n\t" /* the next block */
-            "ldr    r8, [sp, #8]\n\t"
+            "strd   lr, r6, [sp, #16]\n\t" /* the next block */
+            "ldr    r8, [sp, #0]\n\t"
             "ldr    r9, [sp, #36]\n\t"
-            "add    r8, r8, r9\n\t"
-            "str    r8, [sp, #8]\n\t"
+            "add    r9, r8, r9\n\t"
+            "str    r9, [sp, #12]\n\t"
+            "add    r8, r8, r11, lsl #2\n\t"
+            "str    r8, [sp, #0]\n\t"
             "b      13b\n\t"
             "14:\n\t"
             "add    sp, sp, #48\n\t"
@@ -297,6 +298,7 @@ static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, cons
                   const int32_t *cde, int8_t *out, int32_t stride, int32_t blocks)
 {
     rows4_t st;
+    st.oend = out + ((cde - cd) >> 2);
     st.zp = q->output_offset;
     st.stride = stride;
     st.out = out;
@@ -304,7 +306,6 @@ static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, cons
     st.xend = block + 8 * ((k + 3) >> 2);
     st.w = w;
     st.cd = cd;
-    st.cde = cde;
     st.next = 4 * stride - (int32_t)((cde - cd) >> 2);
     st.blocks = blocks;
     rows4_asm(&st);
