@@ -90,10 +90,6 @@ def test_dsp_paths_match_simulator_on_emulator(board, tmp_path) -> None:
     elf = build_image([c for _, c in named], board, tmp_path)
     results = run_image(elf, board, len(named))
     assert len(results) == len(named)
-    for (name, case), res in zip(named, results):
-        assert res.status == 0, f"{board} {name}: status {res.status}"
-        if res.first_bad >= 0:
-            flat = case.expected.reshape(-1)
-            index = res.first_bad // flat.itemsize
-            pos = tuple(int(i) for i in np.unravel_index(index, case.expected.shape))
-            raise AssertionError(f"{board} {name} index {pos}: differs from the expected {flat[index]}")
+    for (name, _), res in zip(named, results):
+        assert res.status == 0 and res.first_bad < 0, (
+            f"{board} {name}: status {res.status}, first differing output byte {res.first_bad}")
