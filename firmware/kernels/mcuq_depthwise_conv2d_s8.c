@@ -229,23 +229,23 @@ typedef struct {
 #define R4_ODD "sxtb16 r2, r2, ror #8\n\t"
 #define R4_HALF(k, UNPACK)                                                                                 \
     R4_ROW(R4_MUL, 16, k, UNPACK) R4_ROW(R4_MLA, 24, k + 24, UNPACK) R4_ROW(R4_MLA, 32, k + 48, UNPACK)
-/* One output of channel j from the sum in s (RQ_OUT: r9 M, r10 r + 1, r11 2b, r12 rq's h2), at
- * r0 + j. */
-#define R4_OUT(s, j)                                                                                       \
+/* One output from the sum in s (RQ_OUT: r9 M, r10 r + 1, r11 2b, r12 rq's h2), stored by STORE. */
+#define R4_OUT(s, STORE)                                                                                   \
     "add    r2, r11, " s ", lsl #1\n\t"                                                                    \
     "smmlar lr, r2, r9, r12\n\t"                                                                           \
     "add    lr, lr, r2, asr #31\n\t"                                                                       \
     "asr    lr, lr, r10\n\t"                                                                               \
-    "ssat   lr, #8, lr\n\t"                                                                                \
-    "strb   lr, [r0, #" #j "]\n\t"
-/* Channel j of the group for pixels A-D from r3-r6. */
-#define R4_CHANNEL(j)                                                                                      \
-    "ldrd   r7, r8, [sp, #44]\n\t"                                                                         \
+    "ssat   lr, #8, lr\n\t" STORE
+/* Channel j of the group for pixels A-D from r3-r6 (r7 / r8: the group's channel_data rows and
+ * rq pairs, loaded by PTRS unless still there; AT: r0 to channel j of pixel A's outputs). */
+#define R4_CHANNEL(j, PTRS, AT)                                                                            \
+    PTRS                                                                                                   \
     "ldrd   r9, r10, [r7, #16 * " #j " + 4]\n\t"                                                           \
     "ldrd   r11, r12, [r8, #8 * " #j "]\n\t"                                                               \
     "ldrd   r0, r1, [sp, #52]\n\t"                                                                         \
-    "add    r10, r10, #1\n\t" R4_OUT("r3", j) "add    r0, r0, r1\n\t" R4_OUT("r4", j)                      \
-    "add    r0, r0, r1\n\t" R4_OUT("r5", j) "add    r0, r0, r1\n\t" R4_OUT("r6", j)
+    "add    r10, r10, #1\n\t" AT R4_OUT("r3", "strb   lr, [r0]\n\t") R4_OUT("r4", "strb   lr, [r0, r1]\n\t") \
+    "add    r0, r0, r1, lsl #1\n\t" R4_OUT("r5", "strb   lr, [r0]\n\t") R4_OUT("r6", "strb   lr, [r0, r1]\n\t")
+#define R4_PTRS "ldrd   r7, r8, [sp, #44]\n\t"
 
 static void __attribute__((naked, noinline)) run4(run4_t *s)
 {
@@ -256,30 +256,22 @@ static void __attribute__((naked, noinline)) run4(run4_t *s)
             "add    lr, sp, #16\n\t"
             "stm    lr, {r1-r12}\n\t"
             "1:\n\t" R4_HALF(0, R4_EVEN)
-            "stm    sp, {r7-r10}\n\t" R4_CHANNEL(0)
-            "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(2)
+            "stm    sp, {r7-r10}\n\t" R4_CHANNEL(0, R4_PTRS, "")
+            "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(2, "", "add    r0, r0, #2\n\t")
             R4_HALF(4, R4_ODD)
-            "stm    sp, {r7-r10}\n\t" R4_CHANNEL(1)
-            "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(3)
-            "ldr    r0, [sp, #16]\n\t"
-            "ldr    r1, [sp, #24]\n\t"
-            "ldr    r2, [sp, #32]\n\t"
+            "stm    sp, {r7-r10}\n\t" R4_CHANNEL(1, R4_PTRS, "add    r0, r0, #1\n\t")
+            "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(3, "", "add    r0, r0, #3\n\t")
+            "add    lr, sp, #16\n\t" /* the next group: rows + 4, w + 18, cd + 16, rq + 8, out + 4 */
+            "ldm    lr, {r0-r11}\n\t"
             "adds   r0, r0, #4\n\t"
-            "adds   r1, r1, #4\n\t"
             "adds   r2, r2, #4\n\t"
-            "str    r0, [sp, #16]\n\t"
-            "str    r1, [sp, #24]\n\t"
-            "str    r2, [sp, #32]\n\t"
-            "ldrd   r0, r1, [sp, #40]\n\t"
-            "ldrd   r2, r3, [sp, #48]\n\t"
-            "adds   r0, r0, #72\n\t"
-            "adds   r1, r1, #64\n\t"
-            "adds   r2, r2, #32\n\t"
-            "adds   r3, r3, #4\n\t"
-            "strd   r0, r1, [sp, #40]\n\t"
-            "strd   r2, r3, [sp, #48]\n\t"
-            "ldr    r1, [sp, #60]\n\t"
-            "cmp    r0, r1\n\t"
+            "adds   r4, r4, #4\n\t"
+            "adds   r6, r6, #72\n\t"
+            "adds   r7, r7, #64\n\t"
+            "adds   r8, r8, #32\n\t"
+            "adds   r9, r9, #4\n\t"
+            "stm    lr, {r0-r9}\n\t"
+            "cmp    r6, r11\n\t"
             "bne    1b\n\t"
             "add    sp, sp, #64\n\t"
             "pop    {r4-r11, pc}\n\t");
@@ -292,6 +284,7 @@ static void __attribute__((naked, noinline)) run4(run4_t *s)
 #undef R4_HALF
 #undef R4_OUT
 #undef R4_CHANNEL
+#undef R4_PTRS
 #else
 /* The C twin of run4's assembly: the same sums in the same order, the same requantization. */
 static void run4(run4_t *s)
