@@ -176,16 +176,20 @@ static void copy_windows4(const geometry_t *g, int8_t *patch, const int8_t *cons
 }
 
 #if defined(__ARM_FEATURE_DSP)
-/* convert() of 4 rows and at least one group in assembly: per group the four source words,
- * eight SXTB16 and one STM of the group's eight block words. */
-static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const int8_t *const *src, int32_t groups)
+/* convert() of 4 rows, at least one group and one block in assembly: per group the four source
+ * words, eight SXTB16 and one STM of the group's eight block words; per further block the
+ * sources one block of pixels on (3 * 4 * groups bytes past where the last one ended). */
+static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const int8_t *const *src, int32_t groups,
+                                                          int32_t blocks)
 {
     (void)block;
     (void)src;
     (void)groups;
-    __asm__("push   {r4-r11, lr}\n\t"
-            "add    r2, r0, r2, lsl #5\n\t" /* the block's end */
+    (void)blocks;
+    __asm__("lsl    r2, r2, #5\n\t" /* a block's bytes */
+            "push   {r2-r11, lr}\n\t"  /* those in [sp], the blocks left in [sp, #4] */
             "ldm    r1, {r1, r3, r12, lr}\n\t"
+            "add    r2, r0, r2\n\t" /* the block's end */
             "1:\n\t"
             "ldr    r4, [r1], #4\n\t"
             "ldr    r5, [r3], #4\n\t"
@@ -202,33 +206,52 @@ static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const
             "stm    r0!, {r4-r11}\n\t"
             "cmp    r0, r2\n\t"
             "bne    1b\n\t"
-            "pop    {r4-r11, pc}\n\t");
+            "ldr    r4, [sp, #4]\n\t"
+            "subs   r4, r4, #1\n\t"
+            "beq    2f\n\t"
+            "str    r4, [sp, #4]\n\t"
+            "ldr    r4, [sp]\n\t"
+            "add    r2, r0, r4\n\t" /* the next block's end */
+            "lsr    r4, r4, #3\n\t"
+            "add    r4, r4, r4, lsl #1\n\t" /* 3 * 4 * groups */
+            "add    r1, r1, r4\n\t"
+            "add    r3, r3, r4\n\t"
+            "add    r12, r12, r4\n\t"
+            "add    lr, lr, r4\n\t"
+            "b      1b\n\t"
+            "2:\n\t"
+            "pop    {r2-r11, pc}\n\t");
 }
 #endif
 
-/* `groups` groups of block rows 0 .. rows - 1 (block at the first group) from src[r]. */
-static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int32_t groups)
+/* `groups` groups of block rows 0 .. rows - 1 (block at the first group) from src[r]; with
+ * rows 4, `blocks` such blocks one after the other, of pixels one after the other (block b's
+ * row r from src[r] + 16 * groups * b). */
+static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int32_t groups, int32_t blocks)
 {
-    int32_t g, r;
+    int32_t b, g, r;
 #if defined(__ARM_FEATURE_DSP)
     if (rows == 4 && groups > 0) {
-        convert4_asm(block, src, groups);
+        convert4_asm(block, src, groups, blocks);
         return;
     }
 #endif
     if (rows == 4) {
-        const int8_t *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
-        for (g = 0; g < groups; g++, block += 8, s0 += 4, s1 += 4, s2 += 4, s3 += 4) {
-            const uint32_t v0 = mcuq_read_u32(s0), v1 = mcuq_read_u32(s1);
-            const uint32_t v2 = mcuq_read_u32(s2), v3 = mcuq_read_u32(s3);
-            block[0] = mcuq_sxtb16(v0);
-            block[1] = mcuq_sxtb16(v1);
-            block[2] = mcuq_sxtb16(v2);
-            block[3] = mcuq_sxtb16(v3);
-            block[4] = mcuq_sxtb16_ror8(v0);
-            block[5] = mcuq_sxtb16_ror8(v1);
-            block[6] = mcuq_sxtb16_ror8(v2);
-            block[7] = mcuq_sxtb16_ror8(v3);
+        for (b = 0; b < blocks; b++) {
+            const int8_t *s0 = src[0] + 16 * groups * b, *s1 = src[1] + 16 * groups * b;
+            const int8_t *s2 = src[2] + 16 * groups * b, *s3 = src[3] + 16 * groups * b;
+            for (g = 0; g < groups; g++, block += 8, s0 += 4, s1 += 4, s2 += 4, s3 += 4) {
+                const uint32_t v0 = mcuq_read_u32(s0), v1 = mcuq_read_u32(s1);
+                const uint32_t v2 = mcuq_read_u32(s2), v3 = mcuq_read_u32(s3);
+                block[0] = mcuq_sxtb16(v0);
+                block[1] = mcuq_sxtb16(v1);
+                block[2] = mcuq_sxtb16(v2);
+                block[3] = mcuq_sxtb16(v3);
+                block[4] = mcuq_sxtb16_ror8(v0);
+                block[5] = mcuq_sxtb16_ror8(v1);
+                block[6] = mcuq_sxtb16_ror8(v2);
+                block[7] = mcuq_sxtb16_ror8(v3);
+            }
         }
         return;
     }
@@ -264,7 +287,7 @@ static void fill_block(const geometry_t *g, int8_t *patch, uint32_t *block, int3
         for (r = 0; r < rows; r++) {
             src[r] = base[r] + s * step[r];
         }
-        convert(block + 2 * rows * (s * g->seg >> 2), rows, src, g->seg >> 2);
+        convert(block + 2 * rows * (s * g->seg >> 2), rows, src, g->seg >> 2, 1);
     }
 }
 
@@ -321,13 +344,10 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         for (i = 0; i < pixels; i += rows, output += rows * n) {
             const int32_t fours = (pixels - i) & ~3; /* as many 4-row blocks as the column block holds */
             rows = fours > 0 ? (fours < most ? fours : most) : pixels - i >= 2 ? 2 : 1;
-            for (c = 0; c < rows; c += 4) {
-                const int32_t m = rows - c < 4 ? rows - c : 4;
-                for (r = 0; r < m; r++) {
-                    src[r] = input + (i + c + r) * k;
-                }
-                convert(block + 2 * c * (k >> 2), m, src, k >> 2);
+            for (r = 0; r < (rows < 4 ? rows : 4); r++) {
+                src[r] = input + (i + r) * k;
             }
+            convert(block, rows < 4 ? rows : 4, src, k >> 2, rows >> 2);
             mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         }
         return;
@@ -379,7 +399,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                 for (r = 0; r < 4; r++) {
                     src[r] = patch + r * (PATCH_BYTES / 4);
                 }
-                convert(b, 4, src, g.k4 >> 2);
+                convert(b, 4, src, g.k4 >> 2, 1);
             }
             mcuq_matmul_s8(&q, block, rows, depth, weights, n, output, n);
             continue;
