@@ -203,32 +203,34 @@ typedef struct {
 } run4_t;
 
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-/* Registers: r0 column address, r1 column step, r2 the column word, r11 / r12 / lr the row's
- * weights for taps 0 / 1 / 2, r3-r6 pixels A-D's bottom-lane sums, r7-r10 their top-lane sums.
- * Frame: [sp, #0] the top-lane sums while the bottom lane is requantized, [sp, #16] the run4_t. */
-#define R4_MLA(lo, hi, w) "smlabb " lo ", r2, " w ", " lo "\n\t" "smlatt " hi ", r2, " w ", " hi "\n\t"
-#define R4_MUL(lo, hi, w) "smulbb " lo ", r2, " w "\n\t" "smultt " hi ", r2, " w "\n\t"
-/* Window row at frame offset `row` with weights at byte `k` of the group, columns unpacked by
+/* Registers while a window row is summed: r1 column address, r11 column step, lr the column word,
+ * r0 / r2 / r12 the row's weights for taps 0 / 1 / 2 (one LDM of five words: the other half's
+ * two in r1 and r11 until those are loaded), r3-r6 pixels A-D's bottom-lane sums, r7-r10 their
+ * top-lane sums. Frame: [sp, #0] the top-lane sums while the bottom lane is requantized,
+ * [sp, #16] the run4_t. */
+#define R4_MLA(lo, hi, w) "smlabb " lo ", lr, " w ", " lo "\n\t" "smlatt " hi ", lr, " w ", " hi "\n\t"
+#define R4_MUL(lo, hi, w) "smulbb " lo ", lr, " w "\n\t" "smultt " hi ", lr, " w "\n\t"
+/* Window row at frame offset `row`, its weights AT bytes into the group's, columns unpacked by
  * UNPACK; FIRST: R4_MUL in row 0 (starts the sums), else R4_MLA. */
-#define R4_ROW(FIRST, row, k, UNPACK)                                                                      \
-    "ldr    r2, [sp, #40]\n\t"                                                                             \
-    "ldr    r11, [r2, #" #k "]\n\t"                                                                        \
-    "ldr    r12, [r2, #" #k " + 8]\n\t"                                                                    \
-    "ldr    lr, [r2, #" #k " + 16]\n\t"                                                                    \
-    "ldrd   r0, r1, [sp, #" #row "]\n\t"                                                                   \
-    "ldr    r2, [r0]\n\t" UNPACK FIRST("r3", "r7", "r11")                                                  \
-    "ldr    r2, [r0, r1]\n\t" UNPACK R4_MLA("r3", "r7", "r12") FIRST("r4", "r8", "r11")                    \
-    "add    r0, r0, r1, lsl #1\n\t"                                                                        \
-    "ldr    r2, [r0]\n\t" UNPACK R4_MLA("r3", "r7", "lr") R4_MLA("r4", "r8", "r12") FIRST("r5", "r9", "r11") \
-    "ldr    r2, [r0, r1]\n\t" UNPACK R4_MLA("r4", "r8", "lr") R4_MLA("r5", "r9", "r12")                    \
-    FIRST("r6", "r10", "r11")                                                                              \
-    "add    r0, r0, r1, lsl #1\n\t"                                                                        \
-    "ldr    r2, [r0]\n\t" UNPACK R4_MLA("r5", "r9", "lr") R4_MLA("r6", "r10", "r12")                       \
-    "ldr    r2, [r0, r1]\n\t" UNPACK R4_MLA("r6", "r10", "lr")
-#define R4_EVEN "sxtb16 r2, r2\n\t"
-#define R4_ODD "sxtb16 r2, r2, ror #8\n\t"
-#define R4_HALF(k, UNPACK)                                                                                 \
-    R4_ROW(R4_MUL, 16, k, UNPACK) R4_ROW(R4_MLA, 24, k + 24, UNPACK) R4_ROW(R4_MLA, 32, k + 48, UNPACK)
+#define R4_ROW(FIRST, row, AT, UNPACK)                                                                     \
+    "ldr    lr, [sp, #40]\n\t" AT                                                                          \
+    "ldm    lr, {r0, r1, r2, r11, r12}\n\t"                                                                \
+    "ldrd   r1, r11, [sp, #" #row "]\n\t"                                                                  \
+    "ldr    lr, [r1]\n\t" UNPACK FIRST("r3", "r7", "r0")                                                   \
+    "ldr    lr, [r1, r11]\n\t" UNPACK R4_MLA("r3", "r7", "r2") FIRST("r4", "r8", "r0")                     \
+    "add    r1, r1, r11, lsl #1\n\t"                                                                       \
+    "ldr    lr, [r1]\n\t" UNPACK R4_MLA("r3", "r7", "r12") R4_MLA("r4", "r8", "r2") FIRST("r5", "r9", "r0") \
+    "ldr    lr, [r1, r11]\n\t" UNPACK R4_MLA("r4", "r8", "r12") R4_MLA("r5", "r9", "r2")                   \
+    FIRST("r6", "r10", "r0")                                                                               \
+    "add    r1, r1, r11, lsl #1\n\t"                                                                       \
+    "ldr    lr, [r1]\n\t" UNPACK R4_MLA("r5", "r9", "r12") R4_MLA("r6", "r10", "r2")                       \
+    "ldr    lr, [r1, r11]\n\t" UNPACK R4_MLA("r6", "r10", "r12")
+#define R4_EVEN "sxtb16 lr, lr\n\t"
+#define R4_ODD "sxtb16 lr, lr, ror #8\n\t"
+#define R4_AT(k) "add    lr, lr, #" #k "\n\t"
+/* The even channels (weights from byte 0 of each row's six words) or the odd ones (byte 4). */
+#define R4_HALF(AT0, AT1, AT2, UNPACK)                                                                     \
+    R4_ROW(R4_MUL, 16, AT0, UNPACK) R4_ROW(R4_MLA, 24, AT1, UNPACK) R4_ROW(R4_MLA, 32, AT2, UNPACK)
 /* One output from the sum in s (RQ_OUT: r9 M, r10 r + 1, r11 2b, r12 rq's h2), stored by STORE. */
 #define R4_OUT(s, STORE)                                                                                   \
     "add    r2, r11, " s ", lsl #1\n\t"                                                                    \
@@ -255,10 +257,10 @@ static void __attribute__((naked, noinline)) run4(run4_t *s)
             "ldm    r0, {r1-r12}\n\t"
             "add    lr, sp, #16\n\t"
             "stm    lr, {r1-r12}\n\t"
-            "1:\n\t" R4_HALF(0, R4_EVEN)
+            "1:\n\t" R4_HALF("", R4_AT(24), R4_AT(48), R4_EVEN)
             "stm    sp, {r7-r10}\n\t" R4_CHANNEL(0, R4_PTRS, "")
             "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(2, "", "add    r0, r0, #2\n\t")
-            R4_HALF(4, R4_ODD)
+            R4_HALF(R4_AT(4), R4_AT(28), R4_AT(52), R4_ODD)
             "stm    sp, {r7-r10}\n\t" R4_CHANNEL(1, R4_PTRS, "add    r0, r0, #1\n\t")
             "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(3, "", "add    r0, r0, #3\n\t")
             "add    lr, sp, #16\n\t" /* the next group: rows + 4, w + 18, cd + 16, rq + 8, out + 4 */
@@ -281,6 +283,7 @@ static void __attribute__((naked, noinline)) run4(run4_t *s)
 #undef R4_ROW
 #undef R4_EVEN
 #undef R4_ODD
+#undef R4_AT
 #undef R4_HALF
 #undef R4_OUT
 #undef R4_CHANNEL
