@@ -360,7 +360,7 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
     const int32_t channels = p->input_c, taps = p->filter_h * p->filter_w;
     const int32_t all_groups = channels >> 2, chunk = MCUQ_DSP_BLOCK_WORDS / (2 * taps);
     const int32_t fast = full && p->filter_h == 3 && p->filter_w == 3 && rq_fits(p->channel_data, channels);
-    const int32_t runs = fast && p->stride_w == 1 && p->dilation_w == 1;
+    const int32_t runs = fast && p->stride_w == 1 && p->dilation_w == 1 && p->output_w >= 4 && p->input_w >= 6;
     const int32_t span_h = 2 * p->dilation_h, span_w = 2 * p->dilation_w;
     const int32_t row = p->dilation_h * p->input_w * channels, d = p->dilation_w * channels;
     int32_t g0, b, oy, ox, c, t;
