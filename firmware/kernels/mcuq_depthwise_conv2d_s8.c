@@ -90,7 +90,7 @@ static inline int32_t smmlar(int32_t a, int32_t b, int32_t acc)
 #define RQ_MAX_R 21
 #define RQ_MAX_B (INT32_C(1) << 29)
 
-/* 1 when every channel of the layer has 0 < r <= RQ_MAX_R and |b| <= RQ_MAX_B. */
+/* 1 when every channel of the layer has 0 < r <= RQ_MAX_R, |b| <= RQ_MAX_B and 0 <= h <= 2^21. */
 static int32_t rq_fits(const int32_t *channel_data, int32_t n)
 {
     int32_t c;
@@ -130,6 +130,7 @@ static void rq_fill(const int32_t *channel_data, int32_t zp, int32_t c0, int32_t
         MCUQ_LOAD2(b_, h_, rq, 2 * (j));                                                            \
         RQ_OUT(o0, s0, b_, h_, m_, r_);                                                             \
     } while (0)
+
 /* One output pixel, channel groups [g0, g0 + groups) (weights unpacked from group g0 on); tap t
  * of the window reads tap[t] (an input pixel, or pad outside the image). */
 static void pixel4(const mcuq_conv_params_t *p, const int8_t *const *tap, int32_t taps, const uint32_t *wbuf,
@@ -187,7 +188,8 @@ static MCUQ_NO_PRESCHEDULE void pixel3x3(const int8_t *const *tap, const uint32_
  * other: each row's six input words serve up to three pixels, its three unpacked weights all
  * four. The even channels (SXTB16: lanes c0, c2) and the odd ones (SXTB16 ROR 8: c1, c3) run one
  * after the other with eight sums each, every half requantized as soon as it ends. State in a
- * run4_t (the assembly copies it to its frame and walks it there); the C twin is run4_c(). */
+ * run4_t (the assembly copies it to its frame and walks it there); without the DSP extension
+ * (the host tests) run4 is its C twin. */
 typedef struct {
     const int8_t *x; /* window row r: input at the run's column 0 (+ the group's channel), or pad */
     int32_t d;       /* its column step: channels, or 0 for a pad row */
