@@ -198,16 +198,18 @@ def unpaired_filter(raw: np.ndarray, units: int, depth: int) -> np.ndarray:
 
 def _pairable(graph: Graph, node: Node, p: Any) -> bool:
     """Whether ``node``'s filter can be stored row-paired: an int8 FULLY_CONNECTED of int8 inputs
-    with a symmetric constant filter that no other node reads, depth a multiple of 4, and every
-    second row within PAIR_ROW_BOUND."""
-    if node.op != Op.FULLY_CONNECTED or p.filter_offset != 0 or p.accumulator_bits != 32 or p.depth % 4:
+    with a symmetric constant filter that no other node reads, at least 4 units (the assembly
+    runs rows in fours; fewer run faster unpaired), depth a multiple of 4, and every second row
+    within PAIR_ROW_BOUND."""
+    if (node.op != Op.FULLY_CONNECTED or p.filter_offset != 0 or p.accumulator_bits != 32 or p.depth % 4
+            or p.units < 4):
         return False
     x, w = graph.tensor(node.inputs[0]), graph.tensor(node.inputs[1])
     readers = sum(t == w.index for n in graph.nodes for t in n.inputs)
     if x.dtype != "int8" or w.dtype != "int8" or not w.is_const or readers != 1 or w.size != p.units * p.depth:
         return False
     second = np.abs(w.data.reshape(p.units, p.depth).astype(np.int64)).sum(axis=1)[1:p.units - p.units % 2:2]
-    return second.size == 0 or int(second.max()) <= PAIR_ROW_BOUND
+    return int(second.max()) <= PAIR_ROW_BOUND
 
 
 def pair_filters(graph: Graph, params: Sequence[Any]) -> tuple[list[Any], dict[int, np.ndarray]]:

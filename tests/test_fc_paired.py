@@ -27,7 +27,7 @@ from test_kernels import (  # noqa: F401  (c, c_dsp: the session's kernel builds
     Builder, Case, _bias_any, c, c_dsp, first_mismatch, node_args, run_c,
 )
 
-UNITS = (1, 2, 3, 4, 5, 6, 7, 8, 13, 16)
+UNITS = (4, 5, 6, 7, 8, 9, 10, 11, 13, 16)
 DEPTHS = (4, 8, 12, 24, 40, 64, 128, 504, 640, 1300)
 CASES = 40
 
@@ -41,7 +41,7 @@ def test_layout_of_two_rows() -> None:
     assert got.tolist() == [a[0], b[0], a[2], b[2], a[1], b[1], a[3], b[3]]
 
 
-@pytest.mark.parametrize("units", UNITS)
+@pytest.mark.parametrize("units", (1, 2, 3, *UNITS))
 @pytest.mark.parametrize("depth", (4, 8, 12, 64))
 def test_unpaired_inverts_paired(units: int, depth: int) -> None:
     w = np.random.default_rng([units, depth]).integers(-128, 128, (units, depth)).astype(np.int8)
@@ -98,17 +98,17 @@ def test_cases_are_paired_within_the_bound() -> None:
         assert np.abs(w[1:w.shape[0] - w.shape[0] % 2:2]).sum(1).max(initial=0) <= PAIR_ROW_BOUND
 
 
-def test_not_paired_past_the_bound() -> None:
+def test_not_paired_past_the_bound_or_below_four_units() -> None:
     """A second row summing to PAIR_ROW_BOUND + 1 in magnitude keeps the layer unpaired; at the
-    bound it pairs."""
-    for extra, want in ((0, True), (1, False)):
+    bound it pairs; a layer of 3 units stays unpaired."""
+    for extra, units, want in ((0, 4, True), (1, 4, False), (0, 3, False)):
         b = Builder(np.random.default_rng(0))
         x = b.feed((1, 1024), "int8", 0.05, 0)
-        values = np.zeros((2, 1024), np.int64)
+        values = np.zeros((units, 1024), np.int64)
         values[1, :516] = -127
         values[1, 516] = -(PAIR_ROW_BOUND + extra - 516 * 127)
-        w = b.tensor((2, 1024), "int8", 0.01, 0, values)
-        y = b.tensor((1, 2), "int8", 1.0, 0)
+        w = b.tensor((units, 1024), "int8", 0.01, 0, values)
+        y = b.tensor((1, units), "int8", 1.0, 0)
         case = b.case(Op.FULLY_CONNECTED, [x, w, -1], y, {"activation": "NONE"})
         params = SIMULATOR[Op.FULLY_CONNECTED][0](case.graph, case.graph.nodes[0])
         (packed,), paired = pair_filters(case.graph, [params])
