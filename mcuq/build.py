@@ -43,6 +43,12 @@ CFLAGS = ("-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-ffunction-sections", "-
           "-fno-common")
 OPTIMIZE = ("speed", "size")  # mcuq build --optimize
 DSP_MARK = "MCUQ_DSP"  # kernels with a DSP path (the hot ones) stay at -O2; the rest is built for size
+# Built for size: -Os, with copy and clear loops left as loops (GCC would call newlib's memcpy, memset
+# and memmove for them: 724 bytes of code the firmware then needs only for those loops).
+SIZE_FLAGS = ("-Os", "-fno-tree-loop-distribute-patterns")
+LTO_DIRS = ("app", "runtime", "ports")  # link-time optimized together (-flto, linked at -Os): the code
+# around the kernels, inlined across files into the one call path it is (about 320 bytes less)
+LTO_LDFLAGS = ("-flto", "-Os")
 NS_PER_S = 1_000_000_000
 LDFLAGS = ("-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections")
 _ERROR = re.compile(r"error|undefined reference", re.IGNORECASE)
@@ -181,8 +187,8 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
         code_used = flash_used - _sizes(gcc, objects[srcs[-1]])[0]  # all but the packed model's data
         record = {"board": b.name, "flash_used": flash_used, "code_used": code_used, "flash_bytes": b.flash_bytes,
                   "ram_used": ram_used, "ram_bytes": b.ram_bytes, "mcuq_version": __version__,
-                  "optimize": optimize, "cflags": list(flags) + (["-Os"] if optimize == "size" else []),
-                  "ldflags": [*b.cflags, *LDFLAGS]}
+                  "optimize": optimize, "cflags": list(flags) + (list(SIZE_FLAGS) if optimize == "size" else []),
+                  "ldflags": [*b.cflags, *LDFLAGS, *LTO_LDFLAGS]}
         (tmp / BUILD_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         objcopy = _tool(gcc, "objcopy")
         for fmt, name in (("binary", "firmware.bin"), ("ihex", "firmware.hex")):
@@ -208,13 +214,17 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
 
 
 def _size_flags(src: Path, optimize: str) -> tuple[str, ...]:
-    """"speed": -Os for everything but the kernels with a DSP path (as TFLM's core is built at
-    -Os): the app, port and runtime run between inferences or once per node, the plain kernels
+    """"speed": SIZE_FLAGS for everything but the kernels with a DSP path (as TFLM's core is built
+    at -Os): the app, port and runtime run between inferences or once per node, the plain kernels
     (softmax, pools, int16, I/O conversion) on few elements; the model file holds only data.
-    "size": -Os for all (the hot loops are assembly either way): about 3 KB less code for about
-    6 % more instructions on the MLPerf Tiny CNNs (README, Results)."""
+    "size": SIZE_FLAGS for all (the hot loops are assembly either way): about 3 KB less code for
+    about 6 % more instructions on the MLPerf Tiny CNNs (README, Results). The LTO_DIRS files are
+    link-time optimized either way; the kernels stay out of it (their symbols, and the speed
+    build's per-file choice, are kept)."""
+    if src.parent.parent == FIRMWARE_DIR and src.parent.name in LTO_DIRS:
+        return (*SIZE_FLAGS, "-flto")
     hot = optimize == "speed" and src.parent == FIRMWARE_DIR / "kernels" and DSP_MARK in src.read_text()
-    return () if hot else ("-Os",)
+    return () if hot else SIZE_FLAGS
 
 
 def _tool(gcc: str, name: str) -> str:
@@ -253,7 +263,7 @@ def _link(gcc: str, board: Board, objects: list[Path], elf: Path) -> None:
     """Link for ``board``; when the firmware does not fit, measure by how much and say so."""
     script = elf.with_name("mcuq.ld")
     script.write_text(linker_script(board))
-    cmd = [gcc, *board.cflags, *LDFLAGS, f"-Wl,-T,{script}", f"-Wl,-Map,{elf.with_suffix('.map')}",
+    cmd = [gcc, *board.cflags, *LDFLAGS, *LTO_LDFLAGS, f"-Wl,-T,{script}", f"-Wl,-Map,{elf.with_suffix('.map')}",
            *map(str, objects), "-o", str(elf)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode == 0:

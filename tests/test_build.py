@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import select
 import shutil
 import socket
 import struct
@@ -31,6 +33,7 @@ from mcuq.graphfile import load_graph
 from mcuq.ir import Graph, Node, Op, Tensor
 from mcuq.simulate import run_integer
 from mcuq.writer import write_model
+from conftest import model_path
 
 EMULATED = ["qemu-m7", "qemu-m4", "qemu-m55", "qemu-stm32f4"]
 REAL = ["stm32f7", "stm32f746-disco"]
@@ -335,3 +338,80 @@ def test_real_board_without_tools_or_board_is_a_clear_error(packed, tmp_path, mo
     monkeypatch.setattr(flash_mod.shutil, "which", lambda name: None)
     with pytest.raises(DeviceError, match=r"no flashing tool for stm32f746-disco \(openocd, st-flash\)"):
         flash(pack, "/dev/ttyACM9")
+
+
+
+_MEMSET_MAIN = r"""
+#include <stdint.h>
+#include <string.h>
+#include "mcuq_port.h"
+
+static uint8_t buf[64] __attribute__((aligned(8)));
+
+static void put(const char *s) { mcuq_port_write((const uint8_t *)s, (uint32_t)strlen(s)); }
+
+/* every start offset 0..7 and length 0..47 with c = 0x1A5 (memset stores (uint8_t)c): exactly
+ * those bytes set, dst returned */
+int main(void)
+{
+    int bad = 0;
+    mcuq_port_init();
+    for (uint32_t off = 0; off < 8; off++) {
+        for (uint32_t n = 0; n < 48; n++) {
+            for (uint32_t i = 0; i < sizeof buf; i++) {
+                ((volatile uint8_t *)buf)[i] = (uint8_t)i;
+            }
+            bad |= memset(buf + off, 0x1A5, n) != buf + off;
+            for (uint32_t i = 0; i < sizeof buf; i++) {
+                bad |= buf[i] != (i >= off && i < off + n ? 0xA5u : (uint8_t)i);
+            }
+        }
+    }
+    put(bad ? "BAD\nEND\n" : "OK\nEND\n");
+    mcuq_port_flush();
+    for (;;) {
+    }
+}
+"""
+
+
+@needs_qemu
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m55"])
+def test_firmware_memset_sets_exactly_its_bytes(tmp_path, board):
+    """The port's assembly memset (in place of newlib's) at every alignment and short length."""
+    b = load_board(board)
+    (tmp_path / "main.c").write_text(_MEMSET_MAIN)
+    (tmp_path / "image.ld").write_text(build_mod.linker_script(b))
+    ports = build_mod.FIRMWARE_DIR / "ports"
+    elf, linked = tmp_path / "image.elf", tmp_path / "image.map"
+    subprocess.run(["arm-none-eabi-gcc", *b.cflags, *build_mod.CFLAGS, *build_mod.board_defines(b), f"-I{ports}",
+                    str(ports / "mcuq_cortexm.c"), str(ports / build_mod.PORT_FILES[b.uart.driver]),
+                    str(tmp_path / "main.c"), *build_mod.LDFLAGS, f"-Wl,-Map,{linked}", "-T",
+                    str(tmp_path / "image.ld"), "-o", str(elf)], check=True, capture_output=True, text=True)
+    assert "lib_a-memset" not in linked.read_text()
+    proc = subprocess.Popen(["qemu-system-arm", "-M", b.qemu_machine, "-kernel", str(elf), "-display", "none",
+                             "-monitor", "none", "-serial", "stdio"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    out, deadline = b"", time.monotonic() + 30
+    try:  # the image loops after END: read up to it, then kill
+        while b"END\n" not in out and time.monotonic() < deadline:
+            if select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+    assert out.decode(errors="replace").splitlines()[:1] == ["OK"], out
+
+
+@pytest.mark.parametrize("name", ["mlperf-tiny/kws_ref_model.tflite", "mlperf-tiny/pretrainedResnet_quant.tflite"])
+def test_firmware_links_no_newlib_copy_routines(name, tmp_path):
+    """The copy and clear loops of app, runtime, port and plain kernels stay loops, and the port's
+    memset replaces newlib's: the MLPerf firmware links no newlib memcpy, memmove or memset."""
+    out = tmp_path / "p"
+    pipeline.pack(model_path(name), "qemu-m7", out, pipeline.QuantOptions(), warn=lambda _: None)
+    linked = build(out).elf.with_suffix(".map").read_text().split("Linker script and memory map")[1]
+    assert re.search(r"^LOAD .*libc_nano\.a$", linked, re.M)  # newlib is linked, and gives none of them:
+    assert not re.findall(r"lib_a-mem(?:cpy|move|set)\.o", linked)

@@ -67,9 +67,10 @@ static uint8_t hex_digit(char c)
 
 static uint8_t *put_name_n(uint8_t *p, const char *name, uint32_t n)
 {
-    memset(p, 0, NAME_BYTES);
-    memcpy(p, name, n < NAME_BYTES ? n : NAME_BYTES);
-    return p + NAME_BYTES;
+    for (uint32_t i = 0; i < NAME_BYTES; i++) {
+        *p++ = i < n ? (uint8_t)name[i] : 0u;
+    }
+    return p;
 }
 
 static uint8_t *put_io(uint8_t *p, const mcuq_io_t *io)
@@ -140,7 +141,9 @@ static void on_write_tensor(const mcuq_frame_t *req)
     uint32_t n = req->length - 6u;
     uint8_t *dst = tensor_range(req, slot, mcuq_get_u32(req->payload + 2), n);
     if (dst) {
-        memcpy(dst, req->payload + 6, n);
+        for (uint32_t i = 0; i < n; i++) {
+            dst[i] = req->payload[6 + i];
+        }
         respond(req, 0, 0, 0, 0);
     }
 }
@@ -159,7 +162,9 @@ static void on_run(const mcuq_frame_t *req)
     if (last < 0) {
         last = MCUQ_NUM_NODES - 1;
     }
-    memset(node_counts, 0, sizeof node_counts);
+    for (int i = 0; i < MCUQ_NUM_NODES; i++) {
+        node_counts[i] = 0;
+    }
     int failed = -1;
     mcuq_port_counter_sync();
     mcuq_status_t status = mcuq_run_nodes(arena, 0, last, node_counts, &failed);

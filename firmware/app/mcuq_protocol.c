@@ -1,8 +1,6 @@
 /* Framing of the mcuq serial protocol: see mcuq_protocol.h. */
 #include "mcuq_protocol.h"
 
-#include <string.h>
-
 #define CRC32_POLY 0xEDB88320u /* IEEE 802.3, bit-reversed */
 
 uint32_t mcuq_crc32(uint32_t crc, const uint8_t *data, uint32_t n)
@@ -31,7 +29,9 @@ void mcuq_parser_push(mcuq_parser_t *p, uint8_t byte)
         if (p->start == 0) { /* only if frames were left unread: drop the oldest byte */
             p->start = 1;
         }
-        memmove(p->buf, p->buf + p->start, p->end - p->start);
+        for (uint32_t i = p->start; i < p->end; i++) { /* move down: front to back */
+            p->buf[i - p->start] = p->buf[i];
+        }
         p->end -= p->start;
         p->start = 0;
     }

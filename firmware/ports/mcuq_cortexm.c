@@ -6,6 +6,7 @@
  * -icount shift=0, one guest instruction is one virtual nanosecond, which makes SysTick a
  * deterministic instruction counter. SysTick is 24 bits wide; its interrupt counts wraps.
  */
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mcuq_cortexm.h"
@@ -121,6 +122,45 @@ void mcuq_port_reset(void)
     for (;;) {
     }
 }
+
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB >= 2
+/* memset, in place of newlib-nano's (162 bytes; the depthwise kernel pads with it): bytes up to
+ * a word boundary, then 16 bytes per iteration (two STRDs), words, and the last bytes. 70 bytes,
+ * and fewer instructions than newlib's at every length from a word-aligned start. */
+__attribute__((naked)) void *memset(void *dst, int c, size_t n)
+{
+    (void)dst;
+    (void)c;
+    (void)n;
+    __asm volatile("    mov    r3, r0\n"
+                   "    uxtb   r1, r1\n"
+                   "    orr    r1, r1, r1, lsl #8\n"
+                   "    orr    r1, r1, r1, lsl #16\n"
+                   "1:  tst    r3, #3\n"
+                   "    beq    2f\n"
+                   "    cbz    r2, 5f\n"
+                   "    strb   r1, [r3], #1\n"
+                   "    subs   r2, #1\n"
+                   "    b      1b\n"
+                   "2:  subs   r2, #16\n" /* r2 = bytes left - 16 */
+                   "    blo    3f\n"
+                   "20: strd   r1, r1, [r3], #8\n"
+                   "    strd   r1, r1, [r3], #8\n"
+                   "    subs   r2, #16\n"
+                   "    bhs    20b\n"
+                   "3:  adds   r2, #12\n" /* bytes left - 4 */
+                   "    blo    4f\n"
+                   "30: str    r1, [r3], #4\n"
+                   "    subs   r2, #4\n"
+                   "    bhs    30b\n"
+                   "4:  adds   r2, #4\n" /* bytes left, 0 to 3 */
+                   "    beq    5f\n"
+                   "40: strb   r1, [r3], #1\n"
+                   "    subs   r2, #1\n"
+                   "    bne    40b\n"
+                   "5:  bx     lr\n");
+}
+#endif
 
 void mcuq_reset_handler(void)
 {
