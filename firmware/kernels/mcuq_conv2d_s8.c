@@ -294,9 +294,14 @@ static void fill_block(const geometry_t *g, int8_t *patch, uint32_t *block, int3
 /* Output pixels in fours (one unpacked weight word serves four pixels) or pairs (windows up to
  * MCUQ_DSP_MAX_DEPTH elements): their windows as a column block times every filter. Windows
  * inside the image over channels in multiples of 4 (every 1x1 window) convert straight from
- * the input, the others are gathered into the patch first. Four windows longer than 320
- * elements (channels in multiples of 4, filter rows up to 320 elements) go through the block in
- * chunks of whole filter rows, CHUNK_CHANNELS channels at a time. */
+ * the input, the others are copied or gathered into the patch first. Whole windows go as many
+ * runs of four at a time as the column block holds, converted before one product writes the
+ * runs' outputs in raster order: a run's outputs are written after every later run's input of
+ * the batch was read, which the overlap contract allows (the planner keeps each run's output
+ * below the input from that run on). Windows of k % 4 != 0 elements take the weights padded to
+ * rows of k4 (zeros), so no group is partial. Four windows longer than 320 elements (channels
+ * in multiples of 4, filter rows up to 320 elements) go through the block in chunks of whole
+ * filter rows, CHUNK_CHANNELS channels at a time. */
 static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];

@@ -9,7 +9,11 @@
  * FULLY_CONNECTED), naked functions that need no free register from the compiler. Each has a
  * C twin, the same algorithm over the portable instruction definitions: the host tests run the
  * twins (MCUQ_DSP_EMULATED), QEMU runs the assembly, and both are compared with the simulator.
- * All sums wrap modulo 2^32 like TFLM's int32 accumulator (SMLAD's result does). */
+ * All sums wrap modulo 2^32 like TFLM's int32 accumulator (SMLAD's result does).
+ *
+ * mcuq_matmul_s8() also takes rows = 4 * m (m > 1): m consecutive 4-row blocks of the same
+ * product (block b at block + 8 * b * ceil(k / 4) words, its outputs at out + 4 * b * stride),
+ * one call for all of them (the convolution's batches of output pixels). */
 #include "mcuq_support.h"
 
 int32_t mcuq_requantize_clamp(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset, int32_t lo,
