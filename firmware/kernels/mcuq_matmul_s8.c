@@ -220,9 +220,9 @@ typedef struct {
 
 /* The state is copied to the stack ([sp, #0] .. [sp, #36] as in rows4_t, [sp, #44] where each
  * channel's loop is entered), r0 walks channel_data, a block ends at oend; each channel's loop
- * ends at the next weight row. aligned(4): ADR computes from the word-aligned PC, so its offsets hold only if the
- * function starts on a word (-Os aligns functions to 2 bytes; the channel loop then jumped 2
- * bytes off, into an instruction). */
+ * ends at the next weight row. aligned(4): ADR computes from the word-aligned PC, so its
+ * offsets hold only if the function starts on a word (-Os aligns functions to 2 bytes; the
+ * channel loop then jumped 2 bytes off, into an instruction). */
 static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
 {
     (void)s;
