@@ -38,7 +38,8 @@ _C_DTYPES = {"int8": ("int8_t", 0), "int16": ("int16_t", 1), "int32": ("int32_t"
 
 # The runtime's kernel choice (firmware/runtime/mcuq_runtime.c run_node) as data: per op, the
 # kernel's base name and the dtypes of input 0 it takes (suffix s8, s16, s32, f32). Exceptions,
-# as in run_node: int8 convolutions / FC with an int4 filter take <base>_s8_s4, SOFTMAX is keyed
+# as in run_node: int8 convolutions / FC with an int4 filter take <base>_s8_s4, int8 FC with a
+# row-paired filter (pairable(), dtype MCUQ_INT8_PAIRED) fully_connected_s8_paired, SOFTMAX is keyed
 # by its output (int8 -> softmax_s8, int16 -> softmax_s8_s16), RESHAPE has one untyped kernel.
 # pack defines MCUQ_USE_<kernel> 1 for the kernels a model's nodes take, 0 for the others, and
 # the runtime calls a kernel only under its macro, so the linker drops the rest.
@@ -62,7 +63,7 @@ _DISPATCH: dict[Op, tuple[str, tuple[str, ...]]] = {
 _INT4_FILTER = (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.FULLY_CONNECTED)
 KERNELS = tuple(sorted({f"mcuq_{base}_{_SUFFIX[t]}" for base, types in _DISPATCH.values() for t in types}
                        | {f"mcuq_{_DISPATCH[op][0]}_s8_s4" for op in _INT4_FILTER}
-                       | {"mcuq_softmax_s8", "mcuq_softmax_s8_s16", "mcuq_reshape"}))
+                       | {"mcuq_softmax_s8", "mcuq_softmax_s8_s16", "mcuq_reshape", "mcuq_fully_connected_s8_paired"}))
 
 
 def node_kernel(graph: Graph, node: Node) -> str | None:
@@ -78,6 +79,8 @@ def node_kernel(graph: Graph, node: Node) -> str | None:
         return {"int8": "mcuq_softmax_s8", "int16": "mcuq_softmax_s8_s16"}.get(out) if x == "int8" else None
     if node.op in _INT4_FILTER and x == "int8" and dtype(1, node.inputs) == "int4":
         return f"mcuq_{_DISPATCH[node.op][0]}_s8_s4"
+    if pairable(graph, node):
+        return "mcuq_fully_connected_s8_paired"
     base, types = _DISPATCH.get(node.op, ("", ()))
     return f"mcuq_{base}_{_SUFFIX[x]}" if x in types else None
 
@@ -196,38 +199,34 @@ def unpaired_filter(raw: np.ndarray, units: int, depth: int) -> np.ndarray:
     return out.view(np.int8).reshape(units, depth)
 
 
-def _pairable(graph: Graph, node: Node, p: Any) -> bool:
-    """Whether ``node``'s filter can be stored row-paired: an int8 FULLY_CONNECTED of int8 inputs
-    with a symmetric constant filter that no other node reads, at least 4 units (the assembly
-    runs rows in fours; fewer run faster unpaired), depth a multiple of 4, and every second row
-    within PAIR_ROW_BOUND."""
-    if (node.op != Op.FULLY_CONNECTED or p.filter_offset != 0 or p.accumulator_bits != 32 or p.depth % 4
-            or p.units < 4):
+def pairable(graph: Graph, node: Node) -> bool:
+    """Whether ``node``'s filter is stored row-paired: an int8 FULLY_CONNECTED of int8 inputs
+    with a symmetric [units, depth] constant filter that no other node reads, at least 4 units
+    (the assembly runs rows in fours; fewer run faster unpaired), depth a multiple of 4, and
+    every second row within PAIR_ROW_BOUND."""
+    if node.op != Op.FULLY_CONNECTED or len(node.inputs) < 2 or NO_TENSOR in node.inputs[:2]:
         return False
     x, w = graph.tensor(node.inputs[0]), graph.tensor(node.inputs[1])
-    readers = sum(t == w.index for n in graph.nodes for t in n.inputs)
-    if x.dtype != "int8" or w.dtype != "int8" or not w.is_const or readers != 1 or w.size != p.units * p.depth:
+    if (x.dtype != "int8" or w.dtype != "int8" or not w.is_const or len(w.shape) != 2 or w.quant is None
+            or any(w.quant.zero_point)):
         return False
-    second = np.abs(w.data.reshape(p.units, p.depth).astype(np.int64)).sum(axis=1)[1:p.units - p.units % 2:2]
+    units, depth = w.shape
+    if units < 4 or depth % 4 or sum(t == w.index for n in graph.nodes for t in n.inputs) != 1:
+        return False
+    second = np.abs(w.data.astype(np.int64)).sum(axis=1)[1:units - units % 2:2]
     return int(second.max()) <= PAIR_ROW_BOUND
 
 
-def pair_filters(graph: Graph, params: Sequence[Any]) -> tuple[list[Any], dict[int, np.ndarray]]:
-    """Params with ``filter_paired`` set where _pairable, and those filters' paired bytes by tensor."""
-    out, paired = [], {}
-    for node, p in zip(graph.nodes, params):
-        if _pairable(graph, node, p):
-            w = graph.tensor(node.inputs[1])
-            paired[w.index] = paired_filter(w.data.reshape(p.units, p.depth))
-            p = dataclasses.replace(p, filter_paired=True)
-        out.append(p)
-    return out, paired
+def pair_filters(graph: Graph) -> dict[int, np.ndarray]:
+    """The row-paired bytes of every pairable node's filter, by tensor index."""
+    return {node.inputs[1]: paired_filter(graph.tensor(node.inputs[1]).data)
+            for node in graph.nodes if pairable(graph, node)}
 
 
 def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: str, sha256: str,
                    scheme: str) -> PackedSources:
     """Render mcuq_model.h / mcuq_model.c for a prepared, planned integer graph."""
-    params, paired = pair_filters(graph, params)
+    paired = pair_filters(graph)
     for t in graph.tensors:
         if len(t.shape) > MAX_RANK and (t.index in plan.offsets or t.is_const):
             raise ModelError(f"tensor '{t.name}' has rank {len(t.shape)}; the firmware supports up to {MAX_RANK}")

@@ -109,6 +109,7 @@ class TargetCase:
     params: Any
     args: list[np.ndarray | None]
     expected: np.ndarray
+    kernel: str | None = None  # the C function, when not the op's kernel for args[0]'s type
 
 
 @dataclass
@@ -159,7 +160,7 @@ def cases_source(cases: Sequence[TargetCase]) -> tuple[str, int]:
                 out.append(_array(f"in{i}_{j}", a))
                 names.append(f"in{i}_{j}")
         out.append(_array(f"want{i}", case.expected))
-        fn = f"mcuq_{_NAMES[node.op]}_{_SUFFIX[case.args[0].dtype.name]}"
+        fn = case.kernel or f"mcuq_{_NAMES[node.op]}_{_SUFFIX[case.args[0].dtype.name]}"
         arity = 3 if node.op in (Op.CONV_2D, Op.DEPTHWISE_CONV_2D, Op.FULLY_CONNECTED) else \
             2 if node.op in (Op.ADD, Op.MUL) else 1
         call_args = (names + ["0"] * 3)[:arity]

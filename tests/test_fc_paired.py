@@ -1,5 +1,5 @@
-"""Row-paired FULLY_CONNECTED filters: pack's layout, its eligibility bound, and the int8 kernel
-reading it.
+"""Row-paired FULLY_CONNECTED filters: pack's layout, its eligibility bound, and the kernel reading
+them (mcuq_fully_connected_s8_paired).
 
 A paired weight word holds two rows' weights for two inputs, so one SMLAD sums both rows at once
 and the second row's sum is read back from the upper 24 bits of a 32-bit accumulator; pack pairs
@@ -21,15 +21,17 @@ import pytest
 
 from kernel_target import TargetCase, build_image, run_image
 from mcuq.ir import Op
-from mcuq.pack import PAIR_ROW_BOUND, pair_filters, paired_filter, unpaired_filter
+from kernels_ffi import CParams, ptr
+from mcuq.pack import PAIR_ROW_BOUND, node_kernel, pair_filters, paired_filter, unpaired_filter
 from mcuq.simulate.integer import KERNELS as SIMULATOR
 from test_kernels import (  # noqa: F401  (c, c_dsp: the session's kernel builds, as fixtures)
-    Builder, Case, _bias_any, c, c_dsp, first_mismatch, node_args, run_c,
+    Builder, Case, _bias_any, c, c_dsp, first_mismatch, node_args,
 )
 
 UNITS = (4, 5, 6, 7, 8, 9, 10, 11, 13, 16)
 DEPTHS = (4, 8, 12, 24, 40, 64, 128, 504, 640, 1300)
 CASES = 40
+KERNEL = "mcuq_fully_connected_s8_paired"
 
 
 def test_layout_of_two_rows() -> None:
@@ -73,9 +75,9 @@ def gen_paired(b: Builder, k: int, extreme: bool = False) -> Case:
     return b.case(Op.FULLY_CONNECTED, [x, w, bias], y, {"activation": b.act()})
 
 
-def paired_cases(count: int, seed: int) -> list[tuple[int, Case, object, list, list, np.ndarray]]:
-    """(k, case, packed params, args as the simulator reads them, args as pack stores them,
-    expected output) for ``count`` seeded cases, every fifth one extreme."""
+def paired_cases(count: int, seed: int) -> list[tuple[int, Case, object, list, np.ndarray]]:
+    """(k, case, params, args as pack stores them, expected output from the args as the model
+    holds them) for ``count`` seeded cases, every fifth one extreme."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(count):
@@ -83,18 +85,19 @@ def paired_cases(count: int, seed: int) -> list[tuple[int, Case, object, list, l
         node = case.graph.nodes[0]
         prepare, evaluate = SIMULATOR[node.op]
         params = prepare(case.graph, node)
-        (packed,), paired = pair_filters(case.graph, [params])
+        paired = pair_filters(case.graph)
         args = node_args(case)
         stored = [paired.get(t, a) for t, a in zip(node.inputs, args)]
-        out.append((k, case, packed, args, stored, evaluate(params, args)))
+        out.append((k, case, params, stored, evaluate(params, args)))
     return out
 
 
 def test_cases_are_paired_within_the_bound() -> None:
     """pack pairs every case (the extreme ones sit at most 127 under the bound)."""
-    for k, case, packed, *_ in paired_cases(CASES, 3):
-        w = case.graph.tensor(case.graph.nodes[0].inputs[1]).data.astype(np.int64)
-        assert packed.filter_paired, f"case {k} {w.shape} was not paired"
+    for k, case, *_ in paired_cases(CASES, 3):
+        node = case.graph.nodes[0]
+        w = case.graph.tensor(node.inputs[1]).data.astype(np.int64)
+        assert node_kernel(case.graph, node) == KERNEL, f"case {k} {w.shape} was not paired"
         assert np.abs(w[1:w.shape[0] - w.shape[0] % 2:2]).sum(1).max(initial=0) <= PAIR_ROW_BOUND
 
 
@@ -110,17 +113,17 @@ def test_not_paired_past_the_bound_or_below_four_units() -> None:
         w = b.tensor((units, 1024), "int8", 0.01, 0, values)
         y = b.tensor((1, units), "int8", 1.0, 0)
         case = b.case(Op.FULLY_CONNECTED, [x, w, -1], y, {"activation": "NONE"})
-        params = SIMULATOR[Op.FULLY_CONNECTED][0](case.graph, case.graph.nodes[0])
-        (packed,), paired = pair_filters(case.graph, [params])
-        assert packed.filter_paired is want and (w in paired) is want
+        kernel = node_kernel(case.graph, case.graph.nodes[0])
+        assert (kernel == KERNEL) is want and (w in pair_filters(case.graph)) is want
 
 
 @pytest.mark.parametrize("build", ["c", "c_dsp"])
 def test_paired_kernel_matches_simulator(build: str, request) -> None:
     """Plain C (c) and the DSP path's C twin (c_dsp) on the filter as pack stores it."""
-    lib = request.getfixturevalue(build)
-    for k, case, packed, _, stored, want in paired_cases(CASES, 3):
-        status, got = run_c(lib, case.graph, packed, stored)
+    ffi, lib = request.getfixturevalue(build)
+    for k, case, params, stored, want in paired_cases(CASES, 3):
+        got, struct = np.zeros(want.shape, want.dtype), CParams(ffi, params)  # struct keeps its arrays alive
+        status = lib.mcuq_fully_connected_s8_paired(struct.struct, *(ptr(ffi, a) for a in stored), ptr(ffi, got))
         assert status == 0, f"case {k}: status {status}"
         assert (msg := first_mismatch("fully_connected_s8 paired", k, got, want)) is None, msg
 
@@ -131,7 +134,7 @@ def test_paired_kernel_bit_exact_on_emulator(board: str, tmp_path) -> None:
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
         pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
     cases = paired_cases(CASES, 3)
-    elf = build_image([TargetCase(case.graph, packed, stored, want) for _, case, packed, _, stored, want in cases],
+    elf = build_image([TargetCase(case.graph, params, stored, want, KERNEL) for _, case, params, stored, want in cases],
                       board, tmp_path)
     for (k, case, *_), res in zip(cases, run_image(elf, board, len(cases))):
         assert res.status == 0 and res.first_bad < 0, f"{board} case {k}: status {res.status}, byte {res.first_bad}"

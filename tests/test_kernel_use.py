@@ -29,7 +29,7 @@ HAS_ARM = shutil.which("arm-none-eabi-gcc") is not None
 
 def int8_graph() -> Graph:
     """The routes dispatch_graph leaves out: float QUANTIZE, int8 and int4-filter convolutions,
-    depthwise and FC, RESHAPE, int8 SOFTMAX."""
+    depthwise and FC (int8 FC row-paired with 10 units, as is with 3), RESHAPE, int8 SOFTMAX."""
     rng = np.random.default_rng(5)
     tensors: list[Tensor] = []
     nodes: list[Node] = []
@@ -69,8 +69,9 @@ def int8_graph() -> Graph:
     fc = dict(activation="NONE", keep_num_dims=False, weights_format="DEFAULT")
     e = node(Op.FULLY_CONNECTED, [r, w((10, 288), "int8", per_channel=False), bias(10)], (1, 10), 0.02, 1, **fc)
     f = node(Op.FULLY_CONNECTED, [r, w((10, 288), "int4", per_channel=False), bias(10)], (1, 10), 0.003, 0, **fc)
+    g = node(Op.FULLY_CONNECTED, [r, w((3, 288), "int8", per_channel=False), bias(3)], (1, 3), 0.02, 1, **fc)
     s = node(Op.SOFTMAX, [e], (1, 10), 1 / 256, -128, beta=1.0)
-    return Graph(tuple(tensors), tuple(nodes), (x,), (s, f), "int8_routes")
+    return Graph(tuple(tensors), tuple(nodes), (x,), (s, f, g), "int8_routes")
 
 
 def pack(graph: Graph, out: Path) -> Graph:

@@ -102,7 +102,7 @@ def test_packed_c_holds_the_simulator_params(name, tmp_path):
     used = sorted({t for n in graph.nodes for t in (*n.inputs, *n.outputs) if t != NO_TENSOR}
                   | set(graph.inputs) | set(graph.outputs))
     tensors = (TensorEntry * len(used)).in_dll(so, "mcuq_tensors")
-    params, paired = pair_filters(graph, prepare_graph(graph))  # row-paired FULLY_CONNECTED filters
+    paired = pair_filters(graph)  # row-paired FULLY_CONNECTED filters
     for slot, t in enumerate(used):
         tensor, entry = graph.tensor(t), tensors[slot]
         assert entry.bytes == tensor.nbytes
@@ -116,7 +116,7 @@ def test_packed_c_holds_the_simulator_params(name, tmp_path):
             assert entry.arena_offset + entry.bytes <= packed.plan.size
 
     nodes = (NodeEntry * len(graph.nodes)).in_dll(so, "mcuq_nodes")
-    for node, p, entry in zip(graph.nodes, params, nodes):
+    for node, p, entry in zip(graph.nodes, prepare_graph(graph), nodes):
         assert entry.op == list(Op).index(node.op)
         assert [used[entry.inputs[i]] if entry.inputs[i] >= 0 else NO_TENSOR
                 for i in range(entry.num_inputs)] == list(node.inputs)

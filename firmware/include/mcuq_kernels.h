@@ -112,10 +112,10 @@ typedef struct {
  * k = o when per_channel, else 0. channel_data, bias_folded and shift_only as for convolution,
  * one channel_data row per unit, b = bias[o] + input_offset * sum_i (w[o][i] + filter_offset)
  * (filter_offset * sum x, which depends on the input, is added by the kernel).
- * Row-paired filter (filter_paired, int8 only, filter_offset 0, depth a multiple of 4; pack's
- * paired_filter_order()): rows in pairs (a, b), per group of 4 inputs i0..i3 two words, for
- * inputs (i0, i2) and (i1, i3), each 16-bit lane holding byte a[i] ^ 0x80 then byte b[i]; pairs in
- * twos, both pairs' words of a group together; a last odd row as is. */
+ * Row-paired filter (mcuq_fully_connected_s8_paired(): filter_offset 0, depth a multiple of 4;
+ * pack's paired_filter_order()): rows in pairs (a, b), per group of 4 inputs i0..i3 two words,
+ * for inputs (i0, i2) and (i1, i3), each 16-bit lane holding byte a[i] ^ 0x80 then byte b[i];
+ * pairs in twos, both pairs' words of a group together; a last odd row as is. */
 typedef struct {
     int32_t batches;
     int32_t depth;
@@ -132,7 +132,6 @@ typedef struct {
     const int32_t *channel_data; /* [units][4] for int8 activations, else unused */
     int32_t bias_folded;
     int32_t shift_only;
-    int32_t filter_paired;     /* 1: the filter is stored row-paired (above) */
     int32_t shifts_fast;       /* 1: every channel_data row has r > 0 */
 } mcuq_fully_connected_params_t;
 
@@ -302,6 +301,9 @@ mcuq_status_t mcuq_depthwise_conv2d_s16(const mcuq_conv_params_t *p, const int16
 /* Fully connected, int8: filter [units, depth], bias [units] or NULL; accumulator_bits 32. */
 mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, const int8_t *input,
                                       const int8_t *filter, const int32_t *bias, int8_t *output);
+/* The same with the filter stored row-paired (above; tensors of dtype MCUQ_INT8_PAIRED). */
+mcuq_status_t mcuq_fully_connected_s8_paired(const mcuq_fully_connected_params_t *p, const int8_t *input,
+                                             const int8_t *filter, const int32_t *bias, int8_t *output);
 
 /* Fully connected 16x8: bias int32_t [units] (accumulator_bits 32), int64_t [units] (64) or NULL. */
 mcuq_status_t mcuq_fully_connected_s16(const mcuq_fully_connected_params_t *p, const int16_t *input,

@@ -53,7 +53,8 @@ static mcuq_status_t concatenate(uint8_t *arena, const mcuq_node_t *n, uint8_t t
 }
 
 /* Node n's kernel, picked by op and by the type of its first input (SOFTMAX: of its output;
- * int8 convolutions and fully connected layers: of their filter too, int8 or packed int4). */
+ * int8 convolutions and fully connected layers: of their filter too, int8, packed int4 or, for
+ * fully connected, row-paired int8). */
 static mcuq_status_t run_node(uint8_t *arena, const mcuq_node_t *n)
 {
     const void *p = n->params;
@@ -61,7 +62,7 @@ static mcuq_status_t run_node(uint8_t *arena, const mcuq_node_t *n)
     void *out = mcuq_tensor_data(arena, n->outputs[0]);
     uint8_t type = input_type(n, 0), out_type = mcuq_tensors[n->outputs[0]].dtype;
     int s8 = type == MCUQ_INT8, s16 = type == MCUQ_INT16;
-    int s4 = s8 && input_type(n, 1) == MCUQ_INT4;
+    int s4 = s8 && input_type(n, 1) == MCUQ_INT4, paired = s8 && input_type(n, 1) == MCUQ_INT8_PAIRED;
 
     switch (n->op) {
     case MCUQ_OP_CONV_2D:
@@ -75,10 +76,11 @@ static mcuq_status_t run_node(uint8_t *arena, const mcuq_node_t *n)
                : s16 ? MCUQ_CALL(mcuq_depthwise_conv2d_s16, (p, in0, in1, in2, out))
                      : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_FULLY_CONNECTED:
-        return s4    ? MCUQ_CALL(mcuq_fully_connected_s8_s4, (p, in0, in1, in2, out))
-               : s8  ? MCUQ_CALL(mcuq_fully_connected_s8, (p, in0, in1, in2, out))
-               : s16 ? MCUQ_CALL(mcuq_fully_connected_s16, (p, in0, in1, in2, out))
-                     : MCUQ_ERR_UNSUPPORTED;
+        return s4       ? MCUQ_CALL(mcuq_fully_connected_s8_s4, (p, in0, in1, in2, out))
+               : paired ? MCUQ_CALL(mcuq_fully_connected_s8_paired, (p, in0, in1, in2, out))
+               : s8     ? MCUQ_CALL(mcuq_fully_connected_s8, (p, in0, in1, in2, out))
+               : s16    ? MCUQ_CALL(mcuq_fully_connected_s16, (p, in0, in1, in2, out))
+                        : MCUQ_ERR_UNSUPPORTED;
     case MCUQ_OP_AVERAGE_POOL_2D:
         return s8    ? MCUQ_CALL(mcuq_avg_pool_s8, (p, in0, out))
                : s16 ? MCUQ_CALL(mcuq_avg_pool_s16, (p, in0, out))

@@ -86,9 +86,8 @@ class FullyConnectedParams:
     (per-tensor, filter_offset applied); MBQM64 when ``accumulator_bits`` is 64.
     ``channel_data``, ``bias_folded`` and ``shift_only`` as for ConvParams; the bias column
     holds bias + input_offset * sum(w + filter_offset) (the filter_offset * sum(x) term depends on
-    the input and stays in the kernel). ``filter_paired``: pack stored the filter row-paired
-    (mcuq.pack.paired_filter_order), the order the int8 kernel's fast path reads;
-    ``shifts_fast``: every channel_data row has r > 0 (one 64-bit multiply-add requantization).
+    the input and stays in the kernel). ``shifts_fast``: every channel_data row has r > 0 (one
+    64-bit multiply-add requantization).
     """
 
     batches: int
@@ -107,7 +106,6 @@ class FullyConnectedParams:
     bias_folded: bool
     shift_only: bool
     output_shape: tuple[int, ...] = host_only()
-    filter_paired: bool = False
     shifts_fast: bool = False
 
 
