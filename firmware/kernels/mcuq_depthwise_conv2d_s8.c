@@ -12,22 +12,36 @@
 /* The DSP path works on channels in fours. A word of 4 input channels x = [x0 x1 x2 x3] gives
  * SXTB16(x) = (x0, x2) and x & 0xFF00FF00 = (256 x1, 256 x3); the weights, unpacked once per
  * call into (w0, w2) and (w1, w3), meet them in SMLABB / SMLATT. Channels 1 and 3 thus sum 256
- * times their products (at most 25 taps: |sum| < 2^31) and shift back exactly. Every tap of a
- * window reads its input pixel or, outside the image, `pad` (-input_offset in every channel, a
- * term that vanishes: the input offset is in channel_data's bias). */
+ * times their products (at most 25 taps: |sum| < 2^31; 512 times with the 3x3 paths' doubled
+ * weights, 9 taps) and shift back exactly. Every tap of a window reads its input pixel or,
+ * outside the image, `pad` (-input_offset in every channel, a term that vanishes: the input
+ * offset is in channel_data's bias). */
+
+/* Both int16 lanes of v doubled (SADD16 v, v; the lanes hold int8 values). */
+#if defined(__ARM_FEATURE_DSP)
+static inline uint32_t twice16(uint32_t v)
+{
+    uint32_t y;
+    __asm__("sadd16 %0, %1, %1" : "=r"(y) : "r"(v));
+    return y;
+}
+#else
+static inline uint32_t twice16(uint32_t v) { return ((v << 1) & 0xFFFFu) | (((v >> 16) << 17) & 0xFFFF0000u); }
+#endif
 
 /* wbuf[2 * (g * taps + t)] = SXTB16 of tap t's weights for channels c0 + 4g .. + 3, and
- * [.. + 1] = SXTB16 of them rotated by 8. */
+ * [.. + 1] = SXTB16 of them rotated by 8; with `twice`, every lane doubled (the 3x3 paths: their
+ * requantization takes twice the sum). */
 static void unpack_weights(const int8_t *filter, int32_t channels, int32_t taps, int32_t c0, int32_t groups,
-                           uint32_t *wbuf)
+                           int32_t twice, uint32_t *wbuf)
 {
     int32_t g, t;
     for (g = 0; g < groups; g++) {
         const int8_t *w = filter + c0 + 4 * g;
         for (t = 0; t < taps; t++, w += channels, wbuf += 2) {
-            const uint32_t v = mcuq_read_u32(w);
-            wbuf[0] = mcuq_sxtb16(v);
-            wbuf[1] = mcuq_sxtb16_ror8(v);
+            const uint32_t v = mcuq_read_u32(w), e = mcuq_sxtb16(v), o = mcuq_sxtb16_ror8(v);
+            wbuf[0] = twice ? twice16(e) : e;
+            wbuf[1] = twice ? twice16(o) : o;
         }
     }
 }
@@ -154,9 +168,8 @@ static void pixel4(const mcuq_conv_params_t *p, const int8_t *const *tap, int32_
     }
 }
 
-/* Twice a sum of the even channels, and of the odd ones (summed 256 times their products). */
-#define TWICE(a) ((int32_t)((uint32_t)(a) << 1))
-#define TWICE_ODD(a) ((a) >> 7)
+/* Twice the sum of an odd channel, summed 512 times its products with doubled weights. */
+#define TWICE_ODD(a) ((a) >> 8)
 
 /* One output pixel of a 3x3 window, channels [c, end) of the chunk whose weights start at w,
  * channel_data at cd and rq pairs at rq; tap t reads tap[t] (an input pixel, or pad outside the
@@ -175,9 +188,9 @@ static MCUQ_NO_PRESCHEDULE void pixel3x3(const int8_t *const *tap, const uint32_
         MAC4K(mcuq_read_u32(tap[6] + c), w, 6, a);
         MAC4K(mcuq_read_u32(tap[7] + c), w, 7, a);
         MAC4K(mcuq_read_u32(tap[8] + c), w, 8, a);
-        RQ_CH(out[c], TWICE(a[0]), cd, rq, 0);
+        RQ_CH(out[c], a[0], cd, rq, 0);
         RQ_CH(out[c + 1], TWICE_ODD(a[1]), cd, rq, 1);
-        RQ_CH(out[c + 2], TWICE(a[2]), cd, rq, 2);
+        RQ_CH(out[c + 2], a[2], cd, rq, 2);
         RQ_CH(out[c + 3], TWICE_ODD(a[3]), cd, rq, 3);
     }
 }
@@ -211,13 +224,14 @@ typedef struct {
  * top-lane sums. Frame: [sp, #0] the top-lane sums while the bottom lane is requantized,
  * [sp, #16] the run4_t. */
 #define R4_MLA(lo, hi, w) "smlabb " lo ", lr, " w ", " lo "\n\t" "smlatt " hi ", lr, " w ", " hi "\n\t"
-#define R4_MUL(lo, hi, w) "smulbb " lo ", lr, " w "\n\t" "smultt " hi ", lr, " w "\n\t"
+#define R4_INIT(lo, hi, w) "smlabb " lo ", lr, " w ", r6\n\t" "smlatt " hi ", lr, " w ", r10\n\t"
 /* Window row at frame offset `row`, its weights AT bytes into the group's, columns unpacked by
- * UNPACK; FIRST: R4_MUL in row 0 (starts the sums), else R4_MLA. */
-#define R4_ROW(FIRST, row, AT, UNPACK)                                                                     \
+ * UNPACK; FIRST: in row 0 R4_INIT, which starts the sums from the two channels' 2b (loaded by
+ * BIAS into r6, r10, free until pixel D's first product), else R4_MLA. */
+#define R4_ROW(FIRST, row, AT, UNPACK, BIAS)                                                               \
     "ldr    lr, [sp, #40]\n\t" AT                                                                          \
     "ldm    lr, {r0, r1, r2, r11, r12}\n\t"                                                                \
-    "ldrd   r1, r11, [sp, #" #row "]\n\t"                                                                  \
+    "ldrd   r1, r11, [sp, #" #row "]\n\t" BIAS                                                             \
     "ldr    lr, [r1]\n\t" UNPACK FIRST("r3", "r7", "r0")                                                   \
     "ldr    lr, [r1, r11]\n\t" UNPACK R4_MLA("r3", "r7", "r2") FIRST("r4", "r8", "r0")                     \
     "add    r1, r1, r11, lsl #1\n\t"                                                                       \
@@ -230,14 +244,16 @@ typedef struct {
 #define R4_EVEN "sxtb16 lr, lr\n\t"
 #define R4_ODD "sxtb16 lr, lr, ror #8\n\t"
 #define R4_AT(k) "add    lr, lr, #" #k "\n\t"
+/* 2b of the half's channels j (bottom lanes) and j + 2 (top): rq pairs at bytes 8j and 8j + 16. */
+#define R4_BIAS(lo, hi) "ldr    r10, [sp, #48]\n\t" "ldr    r6, [r10, #" #lo "]\n\t" "ldr    r10, [r10, #" #hi "]\n\t"
 /* The even channels (weights from byte 0 of each row's six words) or the odd ones (byte 4). */
-#define R4_HALF(AT0, AT1, AT2, UNPACK)                                                                     \
-    R4_ROW(R4_MUL, 16, AT0, UNPACK) R4_ROW(R4_MLA, 24, AT1, UNPACK) R4_ROW(R4_MLA, 32, AT2, UNPACK)
-/* One output from the sum in s (RQ_OUT: r9 M, r10 r + 1, r11 2b, r12 rq's h2), stored by STORE. */
+#define R4_HALF(AT0, AT1, AT2, UNPACK, BIAS)                                                               \
+    R4_ROW(R4_INIT, 16, AT0, UNPACK, BIAS) R4_ROW(R4_MLA, 24, AT1, UNPACK, "")                             \
+    R4_ROW(R4_MLA, 32, AT2, UNPACK, "")
+/* One output from s = 2b + twice the sum (RQ_OUT: r9 M, r10 r + 1, r12 rq's h2), stored by STORE. */
 #define R4_OUT(s, STORE)                                                                                   \
-    "add    r2, r11, " s ", lsl #1\n\t"                                                                    \
-    "smmlar lr, r2, r9, r12\n\t"                                                                           \
-    "add    lr, lr, r2, asr #31\n\t"                                                                       \
+    "smmlar lr, " s ", r9, r12\n\t"                                                                        \
+    "add    lr, lr, " s ", asr #31\n\t"                                                                    \
     "asr    lr, lr, r10\n\t"                                                                               \
     "ssat   lr, #8, lr\n\t" STORE
 /* Channel j of the group for pixels A-D from r3-r6 (r7 / r8: the group's channel_data rows and
@@ -245,7 +261,7 @@ typedef struct {
 #define R4_CHANNEL(j, PTRS, AT)                                                                            \
     PTRS                                                                                                   \
     "ldrd   r9, r10, [r7, #16 * " #j " + 4]\n\t"                                                           \
-    "ldrd   r11, r12, [r8, #8 * " #j "]\n\t"                                                               \
+    "ldr    r12, [r8, #8 * " #j " + 4]\n\t"                                                                \
     "ldrd   r0, r1, [sp, #52]\n\t"                                                                         \
     "add    r10, r10, #1\n\t" AT R4_OUT("r3", "strb   lr, [r0]\n\t") R4_OUT("r4", "strb   lr, [r0, r1]\n\t") \
     "add    r0, r0, r1, lsl #1\n\t" R4_OUT("r5", "strb   lr, [r0]\n\t") R4_OUT("r6", "strb   lr, [r0, r1]\n\t")
@@ -259,10 +275,10 @@ static void __attribute__((naked, noinline)) run4(run4_t *s)
             "ldm    r0, {r1-r12}\n\t"
             "add    lr, sp, #16\n\t"
             "stm    lr, {r1-r12}\n\t"
-            "1:\n\t" R4_HALF("", R4_AT(24), R4_AT(48), R4_EVEN)
+            "1:\n\t" R4_HALF("", R4_AT(24), R4_AT(48), R4_EVEN, R4_BIAS(0, 16))
             "stm    sp, {r7-r10}\n\t" R4_CHANNEL(0, R4_PTRS, "")
             "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(2, "", "add    r0, r0, #2\n\t")
-            R4_HALF(R4_AT(4), R4_AT(28), R4_AT(52), R4_ODD)
+            R4_HALF(R4_AT(4), R4_AT(28), R4_AT(52), R4_ODD, R4_BIAS(8, 24))
             "stm    sp, {r7-r10}\n\t" R4_CHANNEL(1, R4_PTRS, "add    r0, r0, #1\n\t")
             "ldm    sp, {r3-r6}\n\t" R4_CHANNEL(3, "", "add    r0, r0, #3\n\t")
             "add    lr, sp, #16\n\t" /* the next group: rows + 4, w + 18, cd + 16, rq + 8, out + 4 */
@@ -281,7 +297,8 @@ static void __attribute__((naked, noinline)) run4(run4_t *s)
             "pop    {r4-r11, pc}\n\t");
 }
 #undef R4_MLA
-#undef R4_MUL
+#undef R4_INIT
+#undef R4_BIAS
 #undef R4_ROW
 #undef R4_EVEN
 #undef R4_ODD
@@ -298,7 +315,8 @@ static void run4(run4_t *s)
     int32_t c = 0, half, j, ky, k, px;
     for (w = s->w; w != s->wend; w += 18, c += 4) {
         for (half = 0; half < 2; half++) {
-            int32_t sum[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+            const int32_t b0 = s->rq[2 * (c + half)], b1 = s->rq[2 * (c + half + 2)];
+            int32_t sum[2][4] = {{b0, b0, b0, b0}, {b1, b1, b1, b1}};
             for (ky = 0; ky < 3; ky++) {
                 const int8_t *x = s->row[ky].x + c;
                 const int32_t d = s->row[ky].d;
@@ -315,7 +333,7 @@ static void run4(run4_t *s)
             for (j = 0; j < 2; j++) { /* channels half (bottom lanes) and half + 2 (top) */
                 const int32_t ch = half + 2 * j, *cd = s->cd + 4 * (c + ch), *q = s->rq + 2 * (c + ch);
                 for (px = 0; px < 4; px++) {
-                    RQ_OUT(s->out[px * s->step + c + ch], TWICE(sum[j][px]), q[0], q[1], cd[1], cd[2]);
+                    RQ_OUT(s->out[px * s->step + c + ch], sum[j][px], 0, q[1], cd[1], cd[2]);
                 }
             }
         }
@@ -372,7 +390,7 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
         int8_t *out = output;
         const int32_t c0 = 4 * g0, end = 4 * (g0 + groups);
         const int32_t *cd = p->channel_data + 4 * c0;
-        unpack_weights(filter, channels, taps, c0, groups, wbuf);
+        unpack_weights(filter, channels, taps, c0, groups, fast, wbuf);
         if (fast) {
             rq_fill(p->channel_data, p->output_offset, c0, end - c0, rq);
         }
