@@ -178,16 +178,17 @@ static void copy_windows4(const geometry_t *g, int8_t *patch, const int8_t *cons
 #if defined(__ARM_FEATURE_DSP)
 /* convert() of 4 rows, at least one group and one block in assembly: per group the four source
  * words, eight SXTB16 and one STM of the group's eight block words; per further block the
- * sources one block of pixels on (3 * 4 * groups bytes past where the last one ended). */
+ * sources `skip` bytes past where the last one ended. */
 static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const int8_t *const *src, int32_t groups,
-                                                          int32_t blocks)
+                                                          int32_t blocks, int32_t skip)
 {
     (void)block;
     (void)src;
     (void)groups;
     (void)blocks;
+    (void)skip;
     __asm__("lsl    r2, r2, #5\n\t" /* a block's bytes */
-            "push   {r2-r11, lr}\n\t"  /* those in [sp], the blocks left in [sp, #4] */
+            "push   {r2-r11, lr}\n\t"  /* those in [sp], the blocks left in [sp, #4], skip in [sp, #44] */
             "ldm    r1, {r1, r3, r12, lr}\n\t"
             "add    r2, r0, r2\n\t" /* the block's end */
             "1:\n\t"
@@ -212,8 +213,7 @@ static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const
             "str    r4, [sp, #4]\n\t"
             "ldr    r4, [sp]\n\t"
             "add    r2, r0, r4\n\t" /* the next block's end */
-            "lsr    r4, r4, #3\n\t"
-            "add    r4, r4, r4, lsl #1\n\t" /* 3 * 4 * groups */
+            "ldr    r4, [sp, #44]\n\t"
             "add    r1, r1, r4\n\t"
             "add    r3, r3, r4\n\t"
             "add    r12, r12, r4\n\t"
@@ -225,21 +225,22 @@ static void __attribute__((naked, noinline)) convert4_asm(uint32_t *block, const
 #endif
 
 /* `groups` groups of block rows 0 .. rows - 1 (block at the first group) from src[r]; with
- * rows 4, `blocks` such blocks one after the other, of pixels one after the other (block b's
- * row r from src[r] + 16 * groups * b). */
-static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int32_t groups, int32_t blocks)
+ * rows 4, `blocks` such runs of groups one after the other in the block, run b's row r from
+ * src[r] + b * (4 * groups + skip) (the next pixels, or a window's next filter row). */
+static void convert(uint32_t *block, int32_t rows, const int8_t *const *src, int32_t groups, int32_t blocks,
+                    int32_t skip)
 {
     int32_t b, g, r;
 #if defined(__ARM_FEATURE_DSP)
     if (rows == 4 && groups > 0) {
-        convert4_asm(block, src, groups, blocks);
+        convert4_asm(block, src, groups, blocks, skip);
         return;
     }
 #endif
     if (rows == 4) {
         for (b = 0; b < blocks; b++) {
-            const int8_t *s0 = src[0] + 16 * groups * b, *s1 = src[1] + 16 * groups * b;
-            const int8_t *s2 = src[2] + 16 * groups * b, *s3 = src[3] + 16 * groups * b;
+            const int32_t at = b * (4 * groups + skip);
+            const int8_t *s0 = src[0] + at, *s1 = src[1] + at, *s2 = src[2] + at, *s3 = src[3] + at;
             for (g = 0; g < groups; g++, block += 8, s0 += 4, s1 += 4, s2 += 4, s3 += 4) {
                 const uint32_t v0 = mcuq_read_u32(s0), v1 = mcuq_read_u32(s1);
                 const uint32_t v2 = mcuq_read_u32(s2), v3 = mcuq_read_u32(s3);
@@ -287,7 +288,7 @@ static void fill_block(const geometry_t *g, int8_t *patch, uint32_t *block, int3
         for (r = 0; r < rows; r++) {
             src[r] = base[r] + s * step[r];
         }
-        convert(block + 2 * rows * (s * g->seg >> 2), rows, src, g->seg >> 2, 1);
+        convert(block + 2 * rows * (s * g->seg >> 2), rows, src, g->seg >> 2, 1, 0);
     }
 }
 
@@ -352,7 +353,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             for (r = 0; r < (rows < 4 ? rows : 4); r++) {
                 src[r] = input + (i + r) * k;
             }
-            convert(block, rows < 4 ? rows : 4, src, k >> 2, rows >> 2);
+            convert(block, rows < 4 ? rows : 4, src, k >> 2, rows >> 2, 3 * k);
             mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         }
         return;
@@ -384,14 +385,18 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             for (rows = 0; rows < most && pixels - i - rows >= 4; rows += 4, b += 2 * g.k4) {
                 const int32_t x3 = wk.x0 + 3 * p->stride_w; /* the fourth window's column */
                 const int8_t *src[4];
-                if (copied && wk.ox + 4 < p->output_w && (uint32_t)wk.y0 < (uint32_t)wk.y_in && wk.x0 >= 0 &&
-                    x3 < wk.x_in) { /* four windows inside, on one output row */
+                if ((copied || g.direct) && wk.ox + 4 < p->output_w && (uint32_t)wk.y0 < (uint32_t)wk.y_in &&
+                    wk.x0 >= 0 && x3 < wk.x_in) { /* four windows inside, on one output row */
                     src[0] = input + wk.image + wk.y0 * g.row_bytes + wk.x0 * g.ic;
                     for (r = 1; r < 4; r++) {
                         src[r] = src[r - 1] + p->stride_w * g.ic;
                     }
                     wk.ox += 4;
                     wk.x0 = x3 + p->stride_w;
+                    if (g.direct) { /* filter row after filter row straight from the input */
+                        convert(b, 4, src, g.span >> 2, g.kh, g.row_step - g.span);
+                        continue;
+                    }
                 } else if (walk(p, &g, &wk, o, 4) && copied) {
                     for (r = 0; r < 4; r++) {
                         src[r] = input + o[r].image + o[r].y0 * g.row_bytes + o[r].x0 * g.ic;
@@ -404,7 +409,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
                 for (r = 0; r < 4; r++) {
                     src[r] = patch + r * (PATCH_BYTES / 4);
                 }
-                convert(b, 4, src, g.k4 >> 2, 1);
+                convert(b, 4, src, g.k4 >> 2, 1, 0);
             }
             mcuq_matmul_s8(&q, block, rows, depth, weights, n, output, n);
             continue;
