@@ -179,16 +179,16 @@ static inline void outputs4_s8(int32_t a0, int32_t a1, int32_t a2, int32_t a3, c
  * a TBB table), then outputs4_s8(). Its state lives in a rows4_t; the C twin is channel4()
  * with outputs4_s8(), block after block. */
 typedef struct {
-    int8_t *oend;         /* [0] output after the block's last channel in row 0 */
+    uintptr_t last;       /* [0] the byte before the output of the block's last channel in row 0 */
     int32_t zp;           /* [4] */
     int32_t stride;       /* [8] */
-    int8_t *out;          /* [12] output of the next channel in row 0 */
+    uintptr_t before;     /* [12] the byte before the output of the next channel in row 0 */
     const uint32_t *x;    /* [16] the block */
     const uint32_t *xend; /* [20] block + 8 * groups */
     const int8_t *w;      /* [24] weight row of the first channel */
     const int32_t *cd;    /* [28] channel_data row of the first channel */
     int32_t blocks;       /* [32] */
-    int32_t next;         /* [36] from oend to the next block's first output */
+    int32_t next;         /* [36] from the block's last output to the next block's first */
 } rows4_t;
 
 /* r1-r4: the sums; r12: weights; r7: block; r5, r6: weight word, its unpacked half. */
@@ -219,7 +219,7 @@ typedef struct {
     "ssat   r9, #8, r9\n\t"
 
 /* The state is copied to the stack ([sp, #0] .. [sp, #36] as in rows4_t, [sp, #44] where each
- * channel's loop is entered), r0 walks channel_data, a block ends at oend; each channel's loop
+ * channel's loop is entered), r0 walks channel_data, a block ends after `last`; each channel's loop
  * ends at the next weight row. aligned(4): ADR computes from the word-aligned PC, so its
  * offsets hold only if the function starts on a word (-Os aligns functions to 2 bytes; the
  * channel loop then jumped 2 bytes off, into an instruction). */
@@ -267,11 +267,10 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "bne    2b\n\t"
             "12:\n\t"
             "ldm    r0!, {r5, r6, r7}\n\t"  /* M, r, h */
-            "ldm    sp, {r9, r10, r11, lr}\n\t" /* oend, zp, stride, out */
-            "add    r8, lr, #1\n\t"
-            "str    r8, [sp, #12]\n\t"
-            "cmp    r8, r9\n\t" /* the last channel? (nothing below sets the flags) */
-            ASM_OUTPUT("r1") "strb   r9, [lr]\n\t"
+            "ldm    sp, {r9, r10, r11, lr}\n\t" /* last, zp, stride, before */
+            "cmp    lr, r9\n\t" /* the last channel? (nothing below sets the flags) */
+            ASM_OUTPUT("r1") "strb   r9, [lr, #1]!\n\t"
+            "str    lr, [sp, #12]\n\t" /* before the next channel's output */
             ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"
             "add    lr, lr, r11, lsl #1\n\t"
             ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"
@@ -285,10 +284,11 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "sub    r6, lr, r7\n\t"
             "add    r6, lr, r6\n\t"
             "strd   lr, r6, [sp, #16]\n\t" /* the next block */
-            "ldr    r8, [sp, #0]\n\t"
+            "ldr    r8, [sp, #12]\n\t"
             "ldr    r9, [sp, #36]\n\t"
             "add    r9, r8, r9\n\t"
             "str    r9, [sp, #12]\n\t"
+            "ldr    r8, [sp, #0]\n\t"
             "add    r8, r8, r11, lsl #2\n\t"
             "str    r8, [sp, #0]\n\t"
             "b      13b\n\t"
@@ -302,10 +302,10 @@ static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, cons
                   const int32_t *cde, int8_t *out, int32_t stride, int32_t blocks)
 {
     rows4_t st;
-    st.oend = out + ((cde - cd) >> 2);
+    st.last = (uintptr_t)out + (uintptr_t)((cde - cd) >> 2) - 2u;
     st.zp = q->output_offset;
     st.stride = stride;
-    st.out = out;
+    st.before = (uintptr_t)out - 1u;
     st.x = block;
     st.xend = block + 8 * ((k + 3) >> 2);
     st.w = w;
