@@ -24,7 +24,8 @@
  *   keep their work buffers on the stack: at most 5 KB (CONV_2D: a 2.5 KB im2col column block of
  *   four 320-element or two 640-element rows, a 1.25 KB patch for windows copied first (across
  *   the image border, channels not in fours), 512 B of sums for four windows longer than 320
- *   elements; unpacked depthwise weights, ADD's two 256-entry tables; see
+ *   elements; unpacked depthwise weights and their channels' two-word requantization table
+ *   (1.1 KB), ADD's two 256-entry tables; see
  *   firmware/kernels/mcuq_support.h). Layers beyond those bounds (windows of more than 640
  *   elements, FC depth above 1280, depthwise windows over 25 taps or 640 channels, depth
  *   multipliers other than 1, grouped convolution, a bias that is not constant,
