@@ -11,6 +11,7 @@ static int32_t scale_input(int32_t x, int32_t offset, int32_t left_shift, int32_
 }
 
 #if MCUQ_DSP
+#define MCUQ_FALLBACK __attribute__((cold, noinline))
 #define TABLE_MIN_ELEMENTS 512 /* below this, building the two tables costs more than it saves */
 
 /* One output of the tight loop: requantize_fast(sum, m, r, hz) with the output offset folded into
@@ -71,14 +72,33 @@ static void add_tables(const mcuq_add_params_t *p, const int8_t *input1, const i
         output[k] = (int8_t)mcuq_offset_clamp(mcuq_requantize_node(sum, m, -e, p->shift_only), zp, lo, hi);
     }
 }
+#else
+#define MCUQ_FALLBACK
 #endif
+
+/* Any broadcast, one element at a time: what the DSP path leaves (fewer than TABLE_MIN_ELEMENTS
+ * outputs) is rare in models, so with it this is built for size. */
+static MCUQ_FALLBACK void add_general(const mcuq_add_params_t *p, const int8_t *input1, const int8_t *input2,
+                                      int8_t *output, mcuq_walk_t *w, int32_t n)
+{
+    int32_t k;
+    for (k = 0; k < n; k++) {
+        const int32_t a = scale_input(input1[w->offset[0]], p->input1_offset, p->left_shift,
+                                      p->input1_multiplier, p->input1_shift, p->shift_only);
+        const int32_t b = scale_input(input2[w->offset[1]], p->input2_offset, p->left_shift,
+                                      p->input2_multiplier, p->input2_shift, p->shift_only);
+        const int32_t y = mcuq_requantize_node(mcuq_add_wrap(a, b), p->output_multiplier, p->output_shift,
+                                               p->shift_only);
+        output[k] = (int8_t)mcuq_offset_clamp(y, p->output_offset, p->act_min, p->act_max);
+        mcuq_walk_next(w);
+    }
+}
 
 mcuq_status_t mcuq_add_s8(const mcuq_add_params_t *p, const int8_t *input1, const int8_t *input2,
                           int8_t *output)
 {
     mcuq_walk_t w;
     const int32_t n = mcuq_broadcast_init(&w, p->input1_dims, p->input2_dims);
-    int32_t k;
     if (n < 0) {
         return MCUQ_ERR_PARAMS;
     }
@@ -88,15 +108,6 @@ mcuq_status_t mcuq_add_s8(const mcuq_add_params_t *p, const int8_t *input1, cons
         return MCUQ_OK;
     }
 #endif
-    for (k = 0; k < n; k++) {
-        const int32_t a = scale_input(input1[w.offset[0]], p->input1_offset, p->left_shift,
-                                      p->input1_multiplier, p->input1_shift, p->shift_only);
-        const int32_t b = scale_input(input2[w.offset[1]], p->input2_offset, p->left_shift,
-                                      p->input2_multiplier, p->input2_shift, p->shift_only);
-        const int32_t y = mcuq_requantize_node(mcuq_add_wrap(a, b), p->output_multiplier, p->output_shift,
-                                               p->shift_only);
-        output[k] = (int8_t)mcuq_offset_clamp(y, p->output_offset, p->act_min, p->act_max);
-        mcuq_walk_next(&w);
-    }
+    add_general(p, input1, input2, output, &w, n);
     return MCUQ_OK;
 }
