@@ -57,21 +57,23 @@ static uint64_t to_units(uint64_t ticks)
 #endif
 }
 
-static uint8_t hex_digit(char c)
-{
-    return (uint8_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-}
+/* INFO's fixed fields as the build knows them, little endian; the counter kind byte is the port's. */
+#define HEX(c) ((c) <= '9' ? (c) - '0' : ((c) | 0x20) - 'a' + 10)
+#define SHA(i) (uint8_t)(HEX(MCUQ_MODEL_SHA256[2 * (i)]) * 16 + HEX(MCUQ_MODEL_SHA256[2 * (i) + 1]))
+#define SHA4(i) SHA(i), SHA(i + 1), SHA(i + 2), SHA(i + 3)
+#define U16(v) (uint8_t)((v) & 0xFFu), (uint8_t)((v) >> 8 & 0xFFu)
 
-/* A string literal in a NAME_BYTES field, zero padded (cut if longer). */
-#define put_name(p, name) put_name_n(p, name, sizeof(name) - 1u)
-
-static uint8_t *put_name_n(uint8_t *p, const char *name, uint32_t n)
-{
-    for (uint32_t i = 0; i < NAME_BYTES; i++) {
-        *p++ = i < n ? (uint8_t)name[i] : 0u;
-    }
-    return p;
-}
+static const struct {
+    uint8_t head[INFO_FIXED_BYTES - 2u * NAME_BYTES];
+    char board[NAME_BYTES];   /* zero padded (cut if longer) */
+    char version[NAME_BYTES];
+} info_fixed = {{U16(MCUQ_PROTOCOL_VERSION), 0, U16(1u) /* counter_scale: to_units applied */,
+                 U16(MCUQ_ARENA_BYTES & 0xFFFFu), U16(MCUQ_ARENA_BYTES >> 16), U16(MCUQ_NUM_NODES),
+                 MCUQ_NUM_INPUTS, MCUQ_NUM_OUTPUTS, SHA4(0), SHA4(4), SHA4(8), SHA4(12), SHA4(16), SHA4(20),
+                 SHA4(24), SHA4(28)},
+                MCUQ_BOARD,
+                MCUQ_FIRMWARE_VERSION};
+#define COUNTER_KIND_AT 2
 
 static uint8_t *put_io(uint8_t *p, const mcuq_io_t *io)
 {
@@ -90,19 +92,12 @@ static uint8_t *put_io(uint8_t *p, const mcuq_io_t *io)
 
 static void on_info(const mcuq_frame_t *req)
 {
-    const char *sha = MCUQ_MODEL_SHA256;
-    uint8_t *p = mcuq_put_u16(info, MCUQ_PROTOCOL_VERSION);
-    *p++ = mcuq_port_counter_kind();
-    p = mcuq_put_u16(p, 1); /* counter_scale: to_units already applied */
-    p = mcuq_put_u32(p, MCUQ_ARENA_BYTES);
-    p = mcuq_put_u16(p, MCUQ_NUM_NODES);
-    *p++ = MCUQ_NUM_INPUTS;
-    *p++ = MCUQ_NUM_OUTPUTS;
-    for (uint32_t i = 0; i < SHA256_BYTES; i++) {
-        *p++ = (uint8_t)(hex_digit(sha[2 * i]) << 4 | hex_digit(sha[2 * i + 1]));
+    const uint8_t *fixed = (const uint8_t *)&info_fixed;
+    uint8_t *p = info;
+    for (uint32_t i = 0; i < sizeof info_fixed; i++) {
+        *p++ = fixed[i];
     }
-    p = put_name(p, MCUQ_BOARD);
-    p = put_name(p, MCUQ_FIRMWARE_VERSION);
+    info[COUNTER_KIND_AT] = mcuq_port_counter_kind();
     for (int i = 0; i < MCUQ_NUM_INPUTS; i++) {
         p = put_io(p, &mcuq_inputs[i]);
     }
