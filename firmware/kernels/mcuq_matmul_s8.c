@@ -297,7 +297,9 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "pop    {r4-r11, pc}\n\t");
 }
 
-/* Channels cd .. cde - 1 (all with r > 0) of `blocks` 4-row blocks in assembly. */
+/* Channels cd .. cde - 1 (all with r > 0) of `blocks` 4-row blocks in assembly (their outputs
+ * written after those of earlier channels of every block: the product's input was converted
+ * before). */
 static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w, const int32_t *cd,
                   const int32_t *cde, int8_t *out, int32_t stride, int32_t blocks)
 {
@@ -359,38 +361,13 @@ static void channel4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, c
 }
 
 /* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw), channel4()
- * for each channel. On Arm, runs of channels with r > 0 (all of them when q->shifts_fast) of
- * products with int8 clamps over rows of a multiple of 4 elements go through rows4_asm() (the
- * convolution pads other rows to that). */
+ * for each channel. */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
                                                            int32_t k, const int8_t *w, int32_t ldw, int32_t n,
                                                            int32_t *sums, int32_t first, int32_t last,
                                                            int8_t *out, int32_t stride, int32_t full)
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
-#if defined(__ARM_FEATURE_DSP)
-    if (full && first && last && (k & 3) == 0) { /* first and last: ldw is k */
-        while (cd != end) {
-            const int32_t *run = q->shifts_fast ? end : cd;
-            while (run != end && run[2] > 0) {
-                run += 4;
-            }
-            if (run != cd) {
-                rows4(q, block, k, w, cd, run, out, stride, 1);
-                w += k * ((run - cd) >> 2);
-                out += (run - cd) >> 2;
-                cd = run;
-            }
-            if (cd != end) {
-                channel4(q, block, k, w, cd, sums, 1, 1, out, stride, 1);
-                cd += 4;
-                w += k;
-                out++;
-            }
-        }
-        return;
-    }
-#endif
     for (; cd != end; cd += 4, w += ldw, out++, sums += 4) {
         channel4(q, block, k, w, cd, sums, first, last, out, stride, full);
     }
@@ -536,8 +513,28 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     if ((rows & 3) == 0) { /* rows / 4 consecutive 4-row blocks */
         int32_t r;
 #if defined(__ARM_FEATURE_DSP)
-        if (full && local.shifts_fast && (k & 3) == 0) {
-            rows4(&local, block, k, w, local.channel_data, local.channel_data + 4 * n, out, stride, rows >> 2);
+        if (full && (k & 3) == 0) { /* runs of channels with r > 0 in assembly, the others in channel4() */
+            const int32_t *cd = local.channel_data, *end = cd + 4 * n;
+            while (cd != end) {
+                const int32_t *run = local.shifts_fast ? end : cd;
+                while (run != end && run[2] > 0) {
+                    run += 4;
+                }
+                if (run != cd) {
+                    rows4(&local, block, k, w, cd, run, out, stride, rows >> 2);
+                    w += k * ((run - cd) >> 2);
+                    out += (run - cd) >> 2;
+                    cd = run;
+                }
+                if (cd != end) {
+                    for (r = 0; r < rows; r += 4) {
+                        channel4(&local, block + 2 * r * (k >> 2), k, w, cd, NULL, 1, 1, out + r * stride, stride, 1);
+                    }
+                    cd += 4;
+                    w += k;
+                    out++;
+                }
+            }
             return;
         }
 #endif
