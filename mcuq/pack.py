@@ -28,6 +28,7 @@ from mcuq.errors import McuqError, ModelError
 from mcuq.graphfile import save_graph
 from mcuq.ir import NO_TENSOR, Graph, Node, Op
 from mcuq.plan import ArenaPlan
+from mcuq.simulate.conv import prepare_fully_connected
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_RANK = 4
@@ -149,40 +150,24 @@ def packed_int4(values: np.ndarray) -> np.ndarray:
     return nib[0::2] | (nib[1::2] << 4)
 
 
-# FULLY_CONNECTED filters the int8 kernel reads row-paired (firmware/kernels/mcuq_fully_connected_s8.c):
-# per pair of rows (a, b) and group of 4 inputs i0..i3, two words (inputs i0, i2 then i1, i3) whose
-# int16 lanes hold 256 * b[i] + (a[i] + 128), so one SMLAD with a block word of inputs sums both
-# rows at once. b's sum is read back from the upper 24 bits of a 32-bit accumulator: pack pairs a
-# layer only when 128 * sum |b| < 2^23 for every second row (PAIR_ROW_BOUND). Rows go in fours
-# (both pairs' words of a group together, one LDM), then a last pair, then a last single row as is.
+# FULLY_CONNECTED filters the int8 kernel reads row-paired (firmware/kernels/
+# mcuq_fully_connected_s8_paired.c): per pair of rows (a, b) and group of 4 inputs i0..i3, two
+# words (inputs i0, i2 then i1, i3) whose int16 lanes hold 256 * b[i] + (a[i] + 128), so one SMLAD
+# with a block word of inputs sums both rows at once. b's sum is read back from the upper 24 bits
+# of a 32-bit accumulator: pack pairs a layer only when 128 * sum |b| < 2^23 for every second row
+# (PAIR_ROW_BOUND). Rows go in fours, both pairs' words of a group together (one LDM).
 PAIRED_DTYPE = 7  # the tensor table's dtype code of a row-paired int8 filter
 PAIR_ROW_BOUND = (1 << 23) // 128 - 1
+PAIR_MAX_DEPTH = 1280  # one DSP column block (firmware/kernels/mcuq_support.h)
 
 
 def paired_filter_order(units: int, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """(order, low) of a row-paired [units, depth] filter (depth % 4 == 0): byte j of the paired
-    array is filter.flat[order[j]], offset by 128 (XOR 0x80) where low[j]."""
-    idx = np.arange(units * depth).reshape(units, depth)
-    groups = depth // 4
-
-    def pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lanes = [r.reshape(groups, 2, 2).transpose(0, 2, 1) for r in (a, b)]  # [group, odd input, lane]
-        return np.stack(lanes, -1), np.stack([np.ones_like(lanes[0]), np.zeros_like(lanes[1])], -1)
-
-    orders, lows = [], []
-    for r in range(0, units - units % 4, 4):
-        (o0, l0), (o1, l1) = pair(idx[r], idx[r + 1]), pair(idx[r + 2], idx[r + 3])
-        orders.append(np.stack([o0, o1], 1))
-        lows.append(np.stack([l0, l1], 1))
-    if units % 4 >= 2:
-        o, low = pair(idx[units - units % 4], idx[units - units % 4 + 1])
-        orders.append(o)
-        lows.append(low)
-    if units % 2:
-        orders.append(idx[-1])
-        lows.append(np.zeros(depth, np.int64))
-    return (np.concatenate([o.reshape(-1) for o in orders]),
-            np.concatenate([low.reshape(-1) for low in lows]).astype(bool))
+    """(order, low) of a row-paired [units, depth] filter (units % 4 == 0, depth % 4 == 0): byte
+    j of the paired array is filter.flat[order[j]], offset by 128 (XOR 0x80) where low[j]."""
+    idx = np.arange(units * depth).reshape(units // 4, 2, 2, depth // 4, 2, 2)  # set, pair, row, group, lane, odd
+    order = idx.transpose(0, 3, 1, 5, 4, 2)  # set, group, pair, odd input, lane, row in the pair
+    low = np.broadcast_to(np.array([True, False]), order.shape)
+    return order.reshape(-1), low.reshape(-1)
 
 
 def paired_filter(w: np.ndarray) -> np.ndarray:
@@ -200,20 +185,26 @@ def unpaired_filter(raw: np.ndarray, units: int, depth: int) -> np.ndarray:
 
 
 def pairable(graph: Graph, node: Node) -> bool:
-    """Whether ``node``'s filter is stored row-paired: an int8 FULLY_CONNECTED of int8 inputs
-    with a symmetric [units, depth] constant filter that no other node reads, at least 4 units
-    (the assembly runs rows in fours; fewer run faster unpaired), depth a multiple of 4, and
-    every second row within PAIR_ROW_BOUND."""
+    """Whether ``node``'s filter is stored row-paired (and the node run by the paired kernel): an
+    int8 FULLY_CONNECTED of int8 inputs with a symmetric [units, depth] constant filter that no
+    other node reads, units a multiple of 4 and depth of 8 up to PAIR_MAX_DEPTH, a constant or no
+    bias, the int8 clamp, every channel's requantization one 64-bit multiply-add (shifts_fast),
+    and every second row within PAIR_ROW_BOUND."""
     if node.op != Op.FULLY_CONNECTED or len(node.inputs) < 2 or NO_TENSOR in node.inputs[:2]:
         return False
     x, w = graph.tensor(node.inputs[0]), graph.tensor(node.inputs[1])
+    bias = graph.tensor(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] != NO_TENSOR else None
     if (x.dtype != "int8" or w.dtype != "int8" or not w.is_const or len(w.shape) != 2 or w.quant is None
-            or any(w.quant.zero_point)):
+            or any(w.quant.zero_point) or (bias is not None and not bias.is_const)):
         return False
     units, depth = w.shape
-    if units < 4 or depth % 4 or sum(t == w.index for n in graph.nodes for t in n.inputs) != 1:
+    if units % 4 or depth % 8 or depth > PAIR_MAX_DEPTH or sum(t == w.index for n in graph.nodes
+                                                                 for t in n.inputs) != 1:
         return False
-    second = np.abs(w.data.astype(np.int64)).sum(axis=1)[1:units - units % 2:2]
+    p = prepare_fully_connected(graph, node)
+    if (p.act_min, p.act_max) != (-128, 127) or not p.shifts_fast:
+        return False
+    second = np.abs(w.data.astype(np.int64)).sum(axis=1)[1::2]
     return int(second.max()) <= PAIR_ROW_BOUND
 
 

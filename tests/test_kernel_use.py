@@ -29,7 +29,7 @@ HAS_ARM = shutil.which("arm-none-eabi-gcc") is not None
 
 def int8_graph() -> Graph:
     """The routes dispatch_graph leaves out: float QUANTIZE, int8 and int4-filter convolutions,
-    depthwise and FC (int8 FC row-paired with 10 units, as is with 3), RESHAPE, int8 SOFTMAX."""
+    depthwise and FC (int8 FC row-paired with 8 units, as is with 3), RESHAPE, int8 SOFTMAX."""
     rng = np.random.default_rng(5)
     tensors: list[Tensor] = []
     nodes: list[Node] = []
@@ -67,10 +67,10 @@ def int8_graph() -> Graph:
              depth_multiplier=1, **conv)
     r = node(Op.RESHAPE, [d, t((2,), "int32", None, 0, [1, 288])], (1, 288), 0.004, 0, new_shape=None)
     fc = dict(activation="NONE", keep_num_dims=False, weights_format="DEFAULT")
-    e = node(Op.FULLY_CONNECTED, [r, w((10, 288), "int8", per_channel=False), bias(10)], (1, 10), 0.02, 1, **fc)
+    e = node(Op.FULLY_CONNECTED, [r, w((8, 288), "int8", per_channel=False), bias(8)], (1, 8), 0.02, 1, **fc)
     f = node(Op.FULLY_CONNECTED, [r, w((10, 288), "int4", per_channel=False), bias(10)], (1, 10), 0.003, 0, **fc)
     g = node(Op.FULLY_CONNECTED, [r, w((3, 288), "int8", per_channel=False), bias(3)], (1, 3), 0.02, 1, **fc)
-    s = node(Op.SOFTMAX, [e], (1, 10), 1 / 256, -128, beta=1.0)
+    s = node(Op.SOFTMAX, [e], (1, 8), 1 / 256, -128, beta=1.0)
     return Graph(tuple(tensors), tuple(nodes), (x,), (s, f, g), "int8_routes")
 
 

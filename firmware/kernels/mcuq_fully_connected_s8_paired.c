@@ -1,37 +1,12 @@
 /* FULLY_CONNECTED, int8, with a row-paired filter (mcuq_kernels.h): what pack stores for int8
- * layers of symmetric weights, at least 4 units and a depth of a multiple of 4 whose second rows
- * keep 128 * sum |w| < 2^23 (mcuq.pack.pair_filters). The runtime runs it for filters of dtype
- * MCUQ_INT8_PAIRED. */
+ * layers of symmetric weights whose second rows keep 128 * sum |w| < 2^23 and whose shape and
+ * parameters the assembly below takes (mcuq.pack.pairable); the runtime runs it for filters of
+ * dtype MCUQ_INT8_PAIRED. */
 #include <stddef.h>
 
 #include "mcuq_kernels.h"
 #include "mcuq_requantize.h"
 #include "mcuq_support.h"
-
-/* Weight i of row o of a row-paired filter (mcuq_kernels.h): byte (o & 1) of lane (i >> 1) & 1
- * of word (i & 1) of its pair's group i >> 2; pairs of a four-row set share each group's 16
- * bytes. */
-static int32_t paired_weight(const int8_t *f, int32_t units, int32_t k, int32_t o, int32_t i)
-{
-    const int32_t quads = units & ~3, pos = 4 * (i & 1) + 2 * ((i >> 1) & 1) + (o & 1);
-    int32_t at;
-    if (o >= (units & ~1)) { /* a last odd row, as is */
-        return f[o * k + i];
-    }
-    at = o < quads ? (o & ~3) * k + 16 * (i >> 2) + 8 * ((o >> 1) & 1) + pos : quads * k + 8 * (i >> 2) + pos;
-    return (o & 1) ? f[at] : (int8_t)(f[at] ^ 0x80);
-}
-
-/* Sum of w[o][i] * (x[i] + input_offset) over row o of a row-paired filter, modulo 2^32. */
-static uint32_t dot_paired(const int8_t *x, const int8_t *f, int32_t units, int32_t k, int32_t o, int32_t input_offset)
-{
-    uint32_t acc = 0;
-    int32_t i;
-    for (i = 0; i < k; i++) {
-        acc += (uint32_t)(paired_weight(f, units, k, o, i) * (x[i] + input_offset));
-    }
-    return acc;
-}
 
 #if MCUQ_DSP
 /* Row-paired products. A paired weight word holds rows a and b for two inputs, each int16 lane
@@ -133,43 +108,39 @@ static void __attribute__((naked, noinline)) quads_asm(quads_t *s)
 #undef ASM_QUAD_OUTPUT
 #endif
 
-/* One input row (x, its block) times a row-paired filter w into out[0 .. units). */
-static void paired_product(const mcuq_fully_connected_params_t *p, const int8_t *x, const uint32_t *block,
-                           const int8_t *w, int8_t *out)
+/* One input row's block times a row-paired filter w into out[0 .. units). */
+static void paired_product(const mcuq_fully_connected_params_t *p, const uint32_t *block, const int8_t *w,
+                           int8_t *out)
 {
-    const int32_t k = p->depth, n = p->units, groups = k >> 2, *cd = p->channel_data;
-    const int32_t zp = p->output_offset, lo = p->act_min, hi = p->act_max;
-    int32_t c = 0, g, j, sum = 0, f[2], h[2];
+    const int32_t groups = p->depth >> 2, *cd = p->channel_data, *end = cd + 4 * p->units;
+    int32_t g, sum = 0;
     for (g = 0; g < 2 * groups; g++) {
         sum = mcuq_smlad(block[g], UINT32_C(0x00010001), sum);
     }
     sum = mcuq_wrap32((uint32_t)sum * UINT32_C(0xFFFFFF80)); /* -128 * sum x */
 #if defined(__ARM_FEATURE_DSP)
-    if (lo == -128 && hi == 127 && (k & 7) == 0 && n >= 4 && ((uintptr_t)w & 3) == 0 && p->shifts_fast) {
+    {
         quads_t st;
         st.x = block;
         st.xend = block + 2 * groups;
         st.cd = cd;
-        st.cde = cd + 4 * (n & ~3);
+        st.cde = end;
         st.out = out;
-        st.zp = zp;
+        st.zp = p->output_offset;
         st.low_bias = sum;
         st.w = w;
         st.half = (groups & 3) != 0;
         quads_asm(&st);
-        c = n & ~3;
-        w += c * k;
     }
-#endif
-    while (c + 1 < n) {
-        const int32_t pairs = c + 4 <= n ? 2 : 1;
-        for (j = 0; j < pairs; j++) {
-            f[j] = mcuq_add_wrap(cd[4 * (c + 2 * j)], sum);
-            h[j] = 0;
-        }
+#else
+    for (; cd != end; cd += 16, out += 4) { /* quads_asm()'s C twin */
+        int32_t f[2], h[2], j;
+        f[0] = mcuq_add_wrap(cd[0], sum);
+        f[1] = mcuq_add_wrap(cd[8], sum);
+        h[0] = h[1] = 0;
         for (g = 0; g < groups; g++) {
             const uint32_t e = block[2 * g], o = block[2 * g + 1];
-            for (j = 0; j < pairs; j++, w += 8) {
+            for (j = 0; j < 2; j++, w += 8) {
                 const uint32_t ve = mcuq_read_u32(w), vo = mcuq_read_u32(w + 4);
                 f[j] = mcuq_smlad(e, ve, f[j]);
                 h[j] = mcuq_smlad(e, ve & MCUQ_LANE_MASK, h[j]);
@@ -177,45 +148,64 @@ static void paired_product(const mcuq_fully_connected_params_t *p, const int8_t 
                 h[j] = mcuq_smlad(o, vo & MCUQ_LANE_MASK, h[j]);
             }
         }
-        for (j = 0; j < pairs; j++, c += 2) {
-            const int32_t *d = cd + 4 * c;
-            out[c] = (int8_t)mcuq_requantize_channel(mcuq_wrap32((uint32_t)f[j] - (uint32_t)h[j]), d, zp, lo, hi);
-            out[c + 1] = (int8_t)mcuq_requantize_channel(mcuq_add_wrap(d[4], h[j] >> 8), d + 4, zp, lo, hi);
+        for (j = 0; j < 2; j++) {
+            const int32_t *d = cd + 8 * j, a = mcuq_wrap32((uint32_t)f[j] - (uint32_t)h[j]);
+            out[2 * j] = (int8_t)mcuq_ssat8(mcuq_requantize_fast(a, d[1], d[2], d[3], p->output_offset));
+            out[2 * j + 1] = (int8_t)mcuq_ssat8(
+                mcuq_requantize_fast(mcuq_add_wrap(d[4], h[j] >> 8), d[5], d[6], d[7], p->output_offset));
         }
     }
-    if (c < n) { /* a last odd row, stored as is */
-        uint32_t acc = (uint32_t)cd[4 * c];
-        for (g = 0; g < k; g++) {
-            acc += (uint32_t)(x[g] * w[g]);
-        }
-        out[c] = (int8_t)mcuq_requantize_channel(mcuq_wrap32(acc), cd + 4 * c, zp, lo, hi);
-    }
+#endif
+}
+#else
+/* Weight i of row o of a row-paired filter (mcuq_kernels.h): byte (o & 1) of lane (i >> 1) & 1
+ * of word (i & 1) of pair (o >> 1) & 1 of group i >> 2 of the rows' four-row set. */
+static int32_t paired_weight(const int8_t *f, int32_t k, int32_t o, int32_t i)
+{
+    const int32_t at = (o & ~3) * k + 16 * (i >> 2) + 8 * ((o >> 1) & 1) + 4 * (i & 1) + 2 * ((i >> 1) & 1);
+    const int8_t v = f[at + (o & 1)];
+    return (o & 1) ? v : (int8_t)(v ^ 0x80);
 }
 
+/* Sum of w[o][i] * (x[i] + input_offset) over row o of a row-paired filter, modulo 2^32. */
+static uint32_t dot_paired(const int8_t *x, const int8_t *f, int32_t k, int32_t o, int32_t input_offset)
+{
+    uint32_t acc = 0;
+    int32_t i;
+    for (i = 0; i < k; i++) {
+        acc += (uint32_t)(paired_weight(f, k, o, i) * (x[i] + input_offset));
+    }
+    return acc;
+}
 #endif
 
 mcuq_status_t mcuq_fully_connected_s8_paired(const mcuq_fully_connected_params_t *p, const int8_t *input,
                                              const int8_t *filter, const int32_t *bias, int8_t *output)
 {
     const int32_t k = p->depth, n = p->units;
-    int32_t b, o;
-    if (p->accumulator_bits != 32 || p->filter_offset != 0 || k % 4 != 0) {
+    int32_t b;
+    if (p->accumulator_bits != 32 || p->filter_offset != 0 || k % 8 != 0 || n % 4 != 0) {
         return MCUQ_ERR_PARAMS;
     }
 #if MCUQ_DSP
-    if (k <= 2 * MCUQ_DSP_MAX_DEPTH && (p->bias_folded || bias == NULL)) { /* 2 words per 4 inputs */
+    /* what pack.pairable() guarantees: one block, bias folded, int8 clamp, every r > 0 */
+    if (k > 2 * MCUQ_DSP_MAX_DEPTH || !(p->bias_folded || bias == NULL) || p->act_min != -128 ||
+        p->act_max != 127 || !p->shifts_fast || ((uintptr_t)filter & 3) != 0) {
+        return MCUQ_ERR_PARAMS;
+    }
+    {
         uint32_t block[MCUQ_DSP_BLOCK_WORDS];
         for (b = 0; b < p->batches; b++, input += k, output += n) {
             mcuq_block_put(block, 1, 0, 0, input, k);
-            paired_product(p, input, block, filter, output);
+            paired_product(p, block, filter, output);
         }
-        return MCUQ_OK;
     }
-#endif
+#else
     for (b = 0; b < p->batches; b++, input += k) {
+        int32_t o;
         for (o = 0; o < n; o++) {
             const int32_t c = p->per_channel ? o : 0;
-            uint32_t acc = dot_paired(input, filter, n, k, o, p->input_offset);
+            uint32_t acc = dot_paired(input, filter, k, o, p->input_offset);
             if (bias != NULL) {
                 acc += (uint32_t)bias[o];
             }
@@ -224,5 +214,6 @@ mcuq_status_t mcuq_fully_connected_s8_paired(const mcuq_fully_connected_params_t
                                                   p->output_offset, p->act_min, p->act_max);
         }
     }
+#endif
     return MCUQ_OK;
 }
