@@ -49,19 +49,10 @@ typedef struct {
     "smlad  r3, r6, r10, r3\n\t"                                                                          \
     "and    r10, r10, #0xFF00FF00\n\t"                                                                    \
     "smlad  r4, r6, r10, r4\n\t"
-/* Output of sum a (channel_data row at lr + off) stored at r11 + k: M in r5, r in r6, h in r7, zp
- * in r10 (mcuq_requantize_fast(), then SSAT). */
+/* Output of sum a (channel_data row at lr + off) stored at r11 + k (MCUQ_ASM_REQUANTIZE). */
 #define ASM_QUAD_OUTPUT(a, off, k)                                                                        \
     "ldrd   r5, r6, [lr, #" off " + 4]\n\t"                                                               \
-    "ldr    r7, [lr, #" off " + 12]\n\t"                                                                  \
-    "add    r9, r7, " a ", asr #31\n\t"                                                                   \
-    "and    r8, " a ", #0x80000000\n\t"                                                                   \
-    "orr    r8, r8, #0x40000000\n\t"                                                                      \
-    "smlal  r8, r9, " a ", r5\n\t"                                                                        \
-    "asr    r9, r9, r6\n\t"                                                                               \
-    "add    r9, r9, r10\n\t"                                                                              \
-    "ssat   r9, #8, r9\n\t"                                                                               \
-    "strb   r9, [r11, #" k "]\n\t"
+    "ldr    r7, [lr, #" off " + 12]\n\t" MCUQ_ASM_REQUANTIZE(a) "strb   r9, [r11, #" k "]\n\t"
 
 /* Rows in fours, groups four per turn (depth a multiple of 8: a first turn of two groups when
  * `half`), every channel r > 0, int8 clamp. */

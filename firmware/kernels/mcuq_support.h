@@ -104,6 +104,20 @@ static inline uint32_t mcuq_sxtb16_ror8(uint32_t x)
 #endif
 }
 
+#if defined(__ARM_FEATURE_DSP)
+/* Assembly text for the naked channel loops: r9 = SSAT #8 of mcuq_requantize_fast(a, M, r, h,
+ * zp) for the sum in register a, with M in r5, r in r6, h in r7, zp in r10 (r8 scratch): the
+ * nudge words (h - [a < 0], 2^30 ^ (a & 2^31)), one SMLAL, the shift, the offset, SSAT. */
+#define MCUQ_ASM_REQUANTIZE(a)                                                                            \
+    "add    r9, r7, " a ", asr #31\n\t"                                                                   \
+    "and    r8, " a ", #0x80000000\n\t"                                                                   \
+    "orr    r8, r8, #0x40000000\n\t"                                                                      \
+    "smlal  r8, r9, " a ", r5\n\t"                                                                        \
+    "asr    r9, r9, r6\n\t"                                                                               \
+    "add    r9, r9, r10\n\t"                                                                              \
+    "ssat   r9, #8, r9\n\t"
+#endif
+
 /* ---- column blocks and matrix products of the int8 DSP paths -------------------------------
  * A column block holds `rows` (1, 2 or 4) int8 vectors x[r][0 .. k) as int16 lanes that pair
  * with a weight word w = [b0 b1 b2 b3] unpacked as SXTB16(w) = (b0, b2) and SXTB16(w ROR 8) =
