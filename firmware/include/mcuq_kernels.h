@@ -76,7 +76,8 @@ typedef enum {
  * With the input offset in b, a tap outside the image counts as the value -input_offset.
  * shift_only: every multiplier is 2^30 (mcuq_requantize_pow2() applies).
  * Overlap: output may start min_shift bytes below the input (overlap contract above: one raster
- * pass, runs of <= 4 pixels; the DSP conv path gathers a run's windows, then writes the run). */
+ * pass, runs of <= 4 pixels; the DSP conv path gathers the windows of up to a column block of
+ * runs, then writes those runs in order: input is only ever read earlier than the contract needs). */
 typedef struct {
     int32_t batches;
     int32_t input_h;

@@ -207,17 +207,6 @@ typedef struct {
     "smlad  r3, r10, r5, r3\n\t"                                                                          \
     "smlad  r4, r11, r5, r4\n\t"
 #define ASM_GROUP ASM_GROUP_FROM("r1", "r2", "r3", "r4", "r1", "r2", "r3", "r4")
-/* Output of sum a into r9 (outputs4_s8()): M in r5, r in r6, h in r7, zp in r10 (rows4_asm
- * and rows1_asm). */
-#define ASM_OUTPUT(a)                                                                                     \
-    "add    r9, r7, " a ", asr #31\n\t"                                                                   \
-    "and    r8, " a ", #0x80000000\n\t"                                                                   \
-    "orr    r8, r8, #0x40000000\n\t"                                                                      \
-    "smlal  r8, r9, " a ", r5\n\t"                                                                        \
-    "asr    r9, r9, r6\n\t"                                                                               \
-    "add    r9, r9, r10\n\t"                                                                              \
-    "ssat   r9, #8, r9\n\t"
-
 /* The state is copied to the stack ([sp, #0] .. [sp, #36] as in rows4_t, [sp, #44] where each
  * channel's loop is entered), r0 walks channel_data, a block ends after `last`; each channel's loop
  * ends at the next weight row. aligned(4): ADR computes from the word-aligned PC, so its
@@ -269,12 +258,12 @@ static void __attribute__((naked, noinline, aligned(4))) rows4_asm(rows4_t *s)
             "ldm    r0!, {r5, r6, r7}\n\t"  /* M, r, h */
             "ldm    sp, {r9, r10, r11, lr}\n\t" /* last, zp, stride, before */
             "cmp    lr, r9\n\t" /* the last channel? (nothing below sets the flags) */
-            ASM_OUTPUT("r1") "strb   r9, [lr, #1]!\n\t"
+            MCUQ_ASM_REQUANTIZE("r1") "strb   r9, [lr, #1]!\n\t"
             "str    lr, [sp, #12]\n\t" /* before the next channel's output */
-            ASM_OUTPUT("r2") "strb   r9, [lr, r11]\n\t"
+            MCUQ_ASM_REQUANTIZE("r2") "strb   r9, [lr, r11]\n\t"
             "add    lr, lr, r11, lsl #1\n\t"
-            ASM_OUTPUT("r3") "strb   r9, [lr]\n\t"
-            ASM_OUTPUT("r4") "strb   r9, [lr, r11]\n\t"
+            MCUQ_ASM_REQUANTIZE("r3") "strb   r9, [lr]\n\t"
+            MCUQ_ASM_REQUANTIZE("r4") "strb   r9, [lr, r11]\n\t"
             "bne    1b\n\t"
             "ldr    r5, [sp, #32]\n\t"
             "subs   r5, r5, #1\n\t"
@@ -458,10 +447,10 @@ static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
             "ldr    r10, [r0, #28]\n\t"
             "ldr    r11, [r0, #24]\n\t"
             "ldrd   r5, r6, [lr, #4]\n\t"
-            "ldr    r7, [lr, #12]\n\t" ASM_OUTPUT("r1")
+            "ldr    r7, [lr, #12]\n\t" MCUQ_ASM_REQUANTIZE("r1")
             "strb   r9, [r11]\n\t"
             "ldrd   r5, r6, [lr, #20]\n\t"
-            "ldr    r7, [lr, #28]\n\t" ASM_OUTPUT("r2")
+            "ldr    r7, [lr, #28]\n\t" MCUQ_ASM_REQUANTIZE("r2")
             "strb   r9, [r11, #1]\n\t"
             "add    r11, r11, #2\n\t"
             "str    r11, [r0, #24]\n\t"
@@ -473,7 +462,6 @@ static void __attribute__((naked, noinline)) rows1_asm(rows1_t *s)
             "pop    {r4-r11, pc}\n\t");
 }
 #undef ASM_PAIR
-#undef ASM_OUTPUT
 #endif
 
 /* 1-row blocks: four weight rows at a time. A last block of m < 4 rows reads rows (0, 1, 0, 1)
