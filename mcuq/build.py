@@ -218,7 +218,7 @@ def _size_flags(src: Path, optimize: str) -> tuple[str, ...]:
     at -Os): the app, port and runtime run between inferences or once per node, the plain kernels
     (softmax, pools, int16, I/O conversion) on few elements; the model file holds only data.
     "size": SIZE_FLAGS for all (the hot loops are assembly either way): about 3 KB less code for
-    about 6 % more instructions on the MLPerf Tiny CNNs (README, Results). The LTO_DIRS files are
+    1 to 3 % more instructions on the MLPerf Tiny CNNs (README, Results). The LTO_DIRS files are
     link-time optimized either way; the kernels stay out of it (their symbols, and the speed
     build's per-file choice, are kept)."""
     if src.parent.parent == FIRMWARE_DIR and src.parent.name in LTO_DIRS:
