@@ -436,20 +436,11 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
 }
 #endif
 
-mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter,
-                             const int32_t *bias, int8_t *output)
+/* mcuq_conv2d_s8() past its DSP path, or all of it on cores without one. */
+static MCUQ_PLAIN_FALLBACK mcuq_status_t conv_plain(const mcuq_conv_params_t *p, const int8_t *input,
+                                                    const int8_t *filter, const int32_t *bias, int8_t *output)
 {
     int32_t b, oy, ox, c, ky, kx, group_in, group_out;
-    if (p->accumulator_bits != 32 || p->groups <= 0 || p->input_c % p->groups || p->output_c % p->groups) {
-        return MCUQ_ERR_PARAMS;
-    }
-#if MCUQ_DSP
-    if (p->groups == 1 && p->filter_h * p->filter_w * p->input_c <= MCUQ_DSP_MAX_DEPTH &&
-        (p->bias_folded || bias == NULL)) {
-        conv_dsp(p, input, filter, output);
-        return MCUQ_OK;
-    }
-#endif
     group_in = p->input_c / p->groups;
     group_out = p->output_c / p->groups;
     for (b = 0; b < p->batches; b++) {
@@ -486,4 +477,20 @@ mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, c
         }
     }
     return MCUQ_OK;
+}
+
+mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter,
+                             const int32_t *bias, int8_t *output)
+{
+    if (p->accumulator_bits != 32 || p->groups <= 0 || p->input_c % p->groups || p->output_c % p->groups) {
+        return MCUQ_ERR_PARAMS;
+    }
+#if MCUQ_DSP
+    if (p->groups == 1 && p->filter_h * p->filter_w * p->input_c <= MCUQ_DSP_MAX_DEPTH &&
+        (p->bias_folded || bias == NULL)) {
+        conv_dsp(p, input, filter, output);
+        return MCUQ_OK;
+    }
+#endif
+    return conv_plain(p, input, filter, bias, output);
 }

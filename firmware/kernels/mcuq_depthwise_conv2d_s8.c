@@ -463,20 +463,11 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
 }
 #endif
 
-mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input,
-                                       const int8_t *filter, const int32_t *bias, int8_t *output)
+/* mcuq_depthwise_conv2d_s8() past its DSP path, or all of it on cores without one. */
+static MCUQ_PLAIN_FALLBACK mcuq_status_t depthwise_plain(const mcuq_conv_params_t *p, const int8_t *input,
+                                                         const int8_t *filter, const int32_t *bias, int8_t *output)
 {
     int32_t b, oy, ox, c, ky, kx;
-    if (p->accumulator_bits != 32 || p->depth_multiplier <= 0 || p->output_c != p->input_c * p->depth_multiplier) {
-        return MCUQ_ERR_PARAMS;
-    }
-#if MCUQ_DSP
-    if (p->depth_multiplier == 1 && p->filter_h * p->filter_w <= MAX_TAPS && p->input_c <= MCUQ_DSP_MAX_DEPTH &&
-        (p->bias_folded || bias == NULL)) {
-        depthwise_dsp(p, input, filter, output);
-        return MCUQ_OK;
-    }
-#endif
     for (b = 0; b < p->batches; b++) {
         for (oy = 0; oy < p->output_h; oy++) {
             const int32_t y0 = oy * p->stride_h - p->pad_top;
@@ -511,4 +502,20 @@ mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t
         }
     }
     return MCUQ_OK;
+}
+
+mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input,
+                                       const int8_t *filter, const int32_t *bias, int8_t *output)
+{
+    if (p->accumulator_bits != 32 || p->depth_multiplier <= 0 || p->output_c != p->input_c * p->depth_multiplier) {
+        return MCUQ_ERR_PARAMS;
+    }
+#if MCUQ_DSP
+    if (p->depth_multiplier == 1 && p->filter_h * p->filter_w <= MAX_TAPS && p->input_c <= MCUQ_DSP_MAX_DEPTH &&
+        (p->bias_folded || bias == NULL)) {
+        depthwise_dsp(p, input, filter, output);
+        return MCUQ_OK;
+    }
+#endif
+    return depthwise_plain(p, input, filter, bias, output);
 }

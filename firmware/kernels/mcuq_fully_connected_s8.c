@@ -62,19 +62,12 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
 }
 #endif
 
-mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, const int8_t *input,
-                                      const int8_t *filter, const int32_t *bias, int8_t *output)
+/* mcuq_fully_connected_s8() past its DSP path, or all of it on cores without one. */
+static MCUQ_PLAIN_FALLBACK mcuq_status_t fully_connected_plain(const mcuq_fully_connected_params_t *p,
+                                                                const int8_t *input, const int8_t *filter,
+                                                                const int32_t *bias, int8_t *output)
 {
     int32_t b, o;
-    if (p->accumulator_bits != 32) {
-        return MCUQ_ERR_PARAMS;
-    }
-#if MCUQ_DSP
-    if (p->depth <= 2 * MCUQ_DSP_MAX_DEPTH && (p->bias_folded || bias == NULL)) { /* 1 row: 2 words per 4 inputs */
-        fully_connected_dsp(p, input, filter, output);
-        return MCUQ_OK;
-    }
-#endif
     for (b = 0; b < p->batches; b++) {
         const int8_t *x = input + b * p->depth;
         for (o = 0; o < p->units; o++) {
@@ -89,4 +82,19 @@ mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, co
         }
     }
     return MCUQ_OK;
+}
+
+mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, const int8_t *input,
+                                      const int8_t *filter, const int32_t *bias, int8_t *output)
+{
+    if (p->accumulator_bits != 32) {
+        return MCUQ_ERR_PARAMS;
+    }
+#if MCUQ_DSP
+    if (p->depth <= 2 * MCUQ_DSP_MAX_DEPTH && (p->bias_folded || bias == NULL)) { /* 1 row: 2 words per 4 inputs */
+        fully_connected_dsp(p, input, filter, output);
+        return MCUQ_OK;
+    }
+#endif
+    return fully_connected_plain(p, input, filter, bias, output);
 }

@@ -25,6 +25,15 @@
 #define MCUQ_DSP 0
 #endif
 
+/* The plain C loops of the kernels with a DSP path: on DSP cores they run only for layers past the
+ * DSP paths' bounds, so there they are built cold (for size, out of line); elsewhere they are the
+ * kernel. */
+#if MCUQ_DSP && defined(__GNUC__)
+#define MCUQ_PLAIN_FALLBACK __attribute__((cold, noinline))
+#else
+#define MCUQ_PLAIN_FALLBACK
+#endif
+
 typedef char mcuq_arithmetic_right_shift64_check[(-INT64_C(1099511627776) >> 41) == -1 ? 1 : -1];
 
 /* 4 bytes from any address (one LDR: Armv7-M loads words unaligned). */
