@@ -106,14 +106,15 @@ typedef struct {
     const int32_t *channel_data; /* [output_c][4] for int8 activations, else unused */
     int32_t bias_folded;       /* 1: channel_data's b includes bias[c] (the kernel ignores bias) */
     int32_t shift_only;        /* 1: every multiplier is 2^30 */
+    int32_t shifts_fast;       /* 1: every channel_data row has r > 0 */
 } mcuq_conv_params_t;
 
 /* FULLY_CONNECTED: input read as [batches, depth], filter [units, depth], output [batches, units].
  * acc = sum (w + filter_offset) * (x + input_offset) + bias[o];
  * y = clamp(requantize(acc, multiplier[k], shift[k]) + output_offset, act_min, act_max) with
- * k = o when per_channel, else 0. channel_data, bias_folded and shift_only as for convolution,
- * one channel_data row per unit, b = bias[o] + input_offset * sum_i (w[o][i] + filter_offset)
- * (filter_offset * sum x, which depends on the input, is added by the kernel).
+ * k = o when per_channel, else 0. channel_data, bias_folded, shift_only and shifts_fast as for
+ * convolution, one channel_data row per unit, b = bias[o] + input_offset * sum_i (w[o][i] +
+ * filter_offset) (filter_offset * sum x, which depends on the input, is added by the kernel).
  * Row-paired filter (mcuq_fully_connected_s8_paired(): filter_offset 0, depth a multiple of 4;
  * pack's paired_filter_order()): rows in pairs (a, b), per group of 4 inputs i0..i3 two words,
  * for inputs (i0, i2) and (i1, i3), each 16-bit lane holding byte a[i] ^ 0x80 then byte b[i];
@@ -134,7 +135,7 @@ typedef struct {
     const int32_t *channel_data; /* [units][4] for int8 activations, else unused */
     int32_t bias_folded;
     int32_t shift_only;
-    int32_t shifts_fast;       /* 1: every channel_data row has r > 0 */
+    int32_t shifts_fast;
 } mcuq_fully_connected_params_t;
 
 /* AVERAGE_POOL_2D and MAX_POOL_2D over raw values (input and output share scale and zero point).

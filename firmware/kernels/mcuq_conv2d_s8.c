@@ -343,7 +343,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
-    q.shifts_fast = mcuq_channel_shifts_positive(p->channel_data, n);
+    q.shifts_fast = p->shifts_fast;
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */
         const int8_t *src[4];

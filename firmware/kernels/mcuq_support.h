@@ -189,7 +189,7 @@ typedef struct {
     int32_t output_offset;
     int32_t act_min;
     int32_t act_max;
-    int32_t shifts_fast; /* 1: every channel has r > 0 (mcuq_channel_shifts_positive()) */
+    int32_t shifts_fast; /* 1: every channel has r > 0 (the params' shifts_fast, from pack) */
 } mcuq_matmul_t;
 
 /* out[r * stride + c] for r < rows (1, 2 or 4; or 4 * m: m consecutive 4-row blocks, see
@@ -457,18 +457,6 @@ static inline int32_t mcuq_softmax_value(const mcuq_softmax_params_t *p, int32_t
 #else
 #define MCUQ_RELOAD() ((void)0)
 #endif
-
-/* 1 when every channel_data row of n channels has r > 0 (mcuq_requantize_fast() applies to all). */
-static inline int32_t mcuq_channel_shifts_positive(const int32_t *channel_data, int32_t n)
-{
-    int32_t c;
-    for (c = 0; c < n; c++) {
-        if (channel_data[4 * c + 2] <= 0) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 #if MCUQ_DSP
 /* a = p[k], b = p[k + 1] for a constant k: one LDRD (GCC pairs no loads once its first

@@ -43,8 +43,9 @@ class ConvParams:
 
     Pack-time data for the firmware's fast paths (the simulator does not read them):
     ``channel_data`` (see channel_data()), ``bias_folded`` (its bias column includes the bias
-    tensor, which is constant or absent) and ``shift_only`` (every multiplier is 2^30, so
-    requantization needs no multiplication: mcuq.fixedpoint.requantize_pow2).
+    tensor, which is constant or absent), ``shift_only`` (every multiplier is 2^30, so
+    requantization needs no multiplication: mcuq.fixedpoint.requantize_pow2) and ``shifts_fast``
+    (every channel_data row has r > 0: one 64-bit multiply-add requantizes each channel).
     """
 
     batches: int
@@ -74,6 +75,7 @@ class ConvParams:
     channel_data: np.ndarray
     bias_folded: bool
     shift_only: bool
+    shifts_fast: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,10 +86,9 @@ class FullyConnectedParams:
     y = clamp(MBQM(acc, multiplier, shift) + output_offset, act_min, act_max). ``multiplier``
     and ``shift`` have one entry per unit when ``per_channel`` (filter_offset 0), else one entry
     (per-tensor, filter_offset applied); MBQM64 when ``accumulator_bits`` is 64.
-    ``channel_data``, ``bias_folded`` and ``shift_only`` as for ConvParams; the bias column
-    holds bias + input_offset * sum(w + filter_offset) (the filter_offset * sum(x) term depends on
-    the input and stays in the kernel). ``shifts_fast``: every channel_data row has r > 0 (one
-    64-bit multiply-add requantization).
+    ``channel_data``, ``bias_folded``, ``shift_only`` and ``shifts_fast`` as for ConvParams; the
+    bias column holds bias + input_offset * sum(w + filter_offset) (the filter_offset * sum(x) term
+    depends on the input and stays in the kernel).
     """
 
     batches: int
@@ -105,8 +106,8 @@ class FullyConnectedParams:
     channel_data: np.ndarray
     bias_folded: bool
     shift_only: bool
+    shifts_fast: bool
     output_shape: tuple[int, ...] = host_only()
-    shifts_fast: bool = False
 
 
 FAST_SHIFTS = (-31, -2)  # shifts whose requantization channel_data() turns into one 64-bit multiply-add
@@ -135,15 +136,17 @@ def channel_data(offset_sums: np.ndarray, bias: np.ndarray | None, multiplier: n
 
 
 def _fast_path_data(bias: Tensor | None, offset_sums: np.ndarray | None, multiplier: np.ndarray,
-                    shift: np.ndarray) -> tuple[np.ndarray, bool, bool]:
-    """(channel_data, bias_folded, shift_only) for a node; channel_data is empty [0, 4] when the
-    node has no int8 fast path (``offset_sums`` None: int16 activations)."""
+                    shift: np.ndarray) -> tuple[np.ndarray, bool, bool, bool]:
+    """(channel_data, bias_folded, shift_only, shifts_fast) for a node; channel_data is empty
+    [0, 4] (and shifts_fast False) when the node has no int8 fast path (``offset_sums`` None:
+    int16 activations)."""
     shift_only = bool(np.all(np.asarray(multiplier) == (1 << 30)))
     if offset_sums is None:
-        return np.zeros((0, 4), np.int32), False, shift_only
+        return np.zeros((0, 4), np.int32), False, shift_only, False
     folded = bias is None or bias.data is not None
     b = bias.data if bias is not None and folded else None
-    return channel_data(offset_sums, b, multiplier, shift), folded, shift_only
+    data = channel_data(offset_sums, b, multiplier, shift)
+    return data, folded, shift_only, bool(np.all(data[:, 2] > 0))
 
 
 def _filter_io(graph: Graph, node: Node, int16_bias: tuple[str, ...]
@@ -325,7 +328,7 @@ def prepare_fully_connected(graph: Graph, node: Node) -> FullyConnectedParams:
     fast = _fast_path_data(bias, sums, m, s)
     return FullyConnectedParams(
         batches, depth, units, w.quant.per_channel, -zp_in, filter_offset, zp_out, m, s, lo, hi, bits,
-        *fast, y.shape, shifts_fast=bool(fast[0].size and np.all(fast[0][:, 2] > 0)),
+        *fast, y.shape,
     )
 
 
