@@ -74,6 +74,9 @@ typedef enum {
  * weights, M = multiplier[c]; when r > 0, requantize(acc, M, shift[c]) =
  * (((h - (acc < 0)) * 2^32 + (2^30 ^ (acc & 2^31)) + acc * M) >> 32) >> r, else h = shift[c].
  * With the input offset in b, a tap outside the image counts as the value -input_offset.
+ * A CONV_2D channel whose weights are all 0 has the row {0, 0, 1, 2 (y - output_offset)}: its
+ * output is y whatever the input (the formula above gives it from acc = 0), and M = 0 lets the
+ * DSP matrix product store y without computing the products.
  * shift_only: every multiplier is 2^30 (mcuq_requantize_pow2() applies).
  * Overlap: output may start min_shift bytes below the input (overlap contract above: one raster
  * pass, runs of <= 4 pixels; the DSP conv path gathers the windows of up to a column block of
@@ -106,7 +109,7 @@ typedef struct {
     const int32_t *channel_data; /* [output_c][4] for int8 activations, else unused */
     int32_t bias_folded;       /* 1: channel_data's b includes bias[c] (the kernel ignores bias) */
     int32_t shift_only;        /* 1: every multiplier is 2^30 */
-    int32_t shifts_fast;       /* 1: every channel_data row has r > 0 */
+    int32_t shifts_fast;       /* 1: every channel_data row has r > 0 and M != 0 */
 } mcuq_conv_params_t;
 
 /* FULLY_CONNECTED: input read as [batches, depth], filter [units, depth], output [batches, units].

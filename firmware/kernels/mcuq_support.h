@@ -189,7 +189,7 @@ typedef struct {
     int32_t output_offset;
     int32_t act_min;
     int32_t act_max;
-    int32_t shifts_fast; /* 1: every channel has r > 0 (the params' shifts_fast, from pack) */
+    int32_t shifts_fast; /* 1: every channel has r > 0, M != 0 (the params' shifts_fast, from pack) */
 } mcuq_matmul_t;
 
 /* out[r * stride + c] for r < rows (1, 2 or 4; or 4 * m: m consecutive 4-row blocks, see

@@ -45,7 +45,10 @@ class ConvParams:
     ``channel_data`` (see channel_data()), ``bias_folded`` (its bias column includes the bias
     tensor, which is constant or absent), ``shift_only`` (every multiplier is 2^30, so
     requantization needs no multiplication: mcuq.fixedpoint.requantize_pow2) and ``shifts_fast``
-    (every channel_data row has r > 0: one 64-bit multiply-add requantizes each channel).
+    (every channel_data row has r > 0 and M != 0: one 64-bit multiply-add requantizes each
+    channel, none is constant). An int8 CONV_2D channel whose filter row is all zero (a pruned
+    channel) outputs the same value y whatever the input: its row is constant_row(y) and the
+    firmware's matrix product stores y without computing its products.
     """
 
     batches: int
@@ -135,18 +138,35 @@ def channel_data(offset_sums: np.ndarray, bias: np.ndarray | None, multiplier: n
     return np.stack([wrap32(b), m, r, h], axis=1).astype(np.int32)
 
 
+def constant_row(y: np.ndarray, output_offset: int) -> np.ndarray:
+    """channel_data rows {0, 0, 1, 2 (y - output_offset)} of channels whose output is y whatever
+    the input: M = 0 marks them, and the fast formula of channel_data() gives y from the sum 0
+    (bias 0, all-zero filter row), so a kernel that computes their products stays exact."""
+    y = np.asarray(y, np.int64)
+    zeros = np.zeros_like(y)
+    return np.stack([zeros, zeros, zeros + 1, 2 * (y - output_offset)], axis=1).astype(np.int32)
+
+
 def _fast_path_data(bias: Tensor | None, offset_sums: np.ndarray | None, multiplier: np.ndarray,
-                    shift: np.ndarray) -> tuple[np.ndarray, bool, bool, bool]:
+                    shift: np.ndarray, constant: tuple[np.ndarray, int, int, int] | None = None
+                    ) -> tuple[np.ndarray, bool, bool, bool]:
     """(channel_data, bias_folded, shift_only, shifts_fast) for a node; channel_data is empty
     [0, 4] (and shifts_fast False) when the node has no int8 fast path (``offset_sums`` None:
-    int16 activations)."""
+    int16 activations). ``constant``: (mask of the channels whose filter row is all zero,
+    output_offset, act_min, act_max); with a folded bias their rows become constant_row()."""
     shift_only = bool(np.all(np.asarray(multiplier) == (1 << 30)))
     if offset_sums is None:
         return np.zeros((0, 4), np.int32), False, shift_only, False
     folded = bias is None or bias.data is not None
     b = bias.data if bias is not None and folded else None
     data = channel_data(offset_sums, b, multiplier, shift)
-    return data, folded, shift_only, bool(np.all(data[:, 2] > 0))
+    if constant is not None and folded and constant[0].any():
+        dead, zp, lo, hi = constant
+        m = np.broadcast_to(np.asarray(multiplier), dead.shape)[dead]
+        s = np.broadcast_to(np.asarray(shift), dead.shape)[dead]
+        y = np.clip(mbqm(data[dead, 0], m, s) + zp, lo, hi)
+        data[dead] = constant_row(y, zp)
+    return data, folded, shift_only, bool(np.all((data[:, 2] > 0) & (data[:, 1] != 0)))
 
 
 def _filter_io(graph: Graph, node: Node, int16_bias: tuple[str, ...]
@@ -223,12 +243,13 @@ def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
     m, s = _multipliers(graph, node, s_in, w.quant.scale, s_out, oc, bits)
     lo, hi = activation_range(graph, node, y.dtype, s_out, zp_out)
     offsets = (-zp_in, zp_out) if x.dtype == "int8" else (0, 0)  # 16x8 kernels assume zero points 0
-    sums = None
+    sums = constant = None
     if x.dtype == "int8":
-        wsum = w.data.astype(np.int64).reshape(-1, oc).sum(0) if depthwise else \
-            w.data.astype(np.int64).reshape(oc, -1).sum(1)
-        sums = offsets[0] * wsum
-    fast = _fast_path_data(bias, sums, m, s)
+        rows = w.data.astype(np.int64).reshape(-1, oc).T if depthwise else w.data.astype(np.int64).reshape(oc, -1)
+        sums = offsets[0] * rows.sum(1)
+        if not depthwise:
+            constant = (~rows.any(1), offsets[1], lo, hi)
+    fast = _fast_path_data(bias, sums, m, s, constant)
     return ConvParams(
         n, h, wd, ic, kh, kw, oh, ow, oc, a["stride_h"], a["stride_w"], a["dilation_h"],
         a["dilation_w"], pt, pl, groups, dm, offsets[0], offsets[1], m, s, lo, hi, bits, *fast,
