@@ -311,21 +311,12 @@ static void rows4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, cons
 
 /* One channel of a 4-row block (weight row w, k elements used, channel_data row cd): the sums
  * start from the bias (`first`) or sums[0..3], and end as outputs (`last`; outputs4_s8() when
- * `full`, the clamp being the int8 range, and r > 0) or in sums[0..3]. A constant channel (M = 0,
- * r > 0: simulate/conv.py constant_row(), an all-zero weight row) skips its products and stores
- * y = h / 2 + output_offset. */
+ * `full`, the clamp being the int8 range, and r > 0) or in sums[0..3]. */
 static void channel4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, const int8_t *w, const int32_t *cd,
                      int32_t *sums, int32_t first, int32_t last, int8_t *out, int32_t stride, int32_t full)
 {
     const uint32_t *tail = block + 8 * (k >> 2);
     int32_t a[4];
-    if (cd[1] == 0 && cd[2] > 0) { /* a constant channel: its output whatever the sums */
-        if (last) {
-            const int8_t y = (int8_t)((cd[3] >> 1) + q->output_offset);
-            out[0] = out[stride] = out[2 * stride] = out[3 * stride] = y;
-        }
-        return;
-    }
     if (first) {
         a[0] = a[1] = a[2] = a[3] = cd[0];
     } else {
@@ -502,7 +493,8 @@ static __attribute__((noinline)) void product1(const mcuq_matmul_t *q, const uin
     }
 }
 
-void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
+/* mcuq_matmul_s8() over channels none of which is constant. */
+static void product(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride)
 {
     mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
@@ -510,12 +502,11 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     if ((rows & 3) == 0) { /* rows / 4 consecutive 4-row blocks */
         int32_t r;
 #if defined(__ARM_FEATURE_DSP)
-        if (full && (k & 3) == 0) { /* runs of channels with r > 0 in assembly, the others (constant
-                                      * ones too) in channel4() */
+        if (full && (k & 3) == 0) { /* runs of channels with r > 0 in assembly, the others in channel4() */
             const int32_t *cd = local.channel_data, *end = cd + 4 * n;
             while (cd != end) {
                 const int32_t *run = local.shifts_fast ? end : cd;
-                while (run != end && run[2] > 0 && run[1] != 0) {
+                while (run != end && run[2] > 0) {
                     run += 4;
                 }
                 if (run != cd) {
@@ -563,6 +554,36 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
         }
 #endif
         product1(&local, block, k, w, n, out, full);
+    }
+}
+
+/* A constant channel (channel_data row with M = 0 and r > 0: simulate/conv.py constant_row(), an
+ * all-zero weight row) stores y = h / 2 + output_offset in every row without its products; the
+ * runs of other channels between them go through product(). */
+void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
+                    int32_t n, int8_t *out, int32_t stride)
+{
+    mcuq_matmul_t run;
+    const int32_t *cd = q->channel_data;
+    int32_t c = 0, c0, r;
+    if (q->shifts_fast) { /* no constant channel */
+        product(q, block, rows, k, w, n, out, stride);
+        return;
+    }
+    run = *q;
+    while (c < n) {
+        for (c0 = c; c < n && (cd[4 * c + 1] != 0 || cd[4 * c + 2] <= 0); c++) {
+        }
+        if (c != c0) {
+            run.channel_data = cd + 4 * c0;
+            product(&run, block, rows, k, w + c0 * k, c - c0, out + c0, stride);
+        }
+        for (; c < n && cd[4 * c + 1] == 0 && cd[4 * c + 2] > 0; c++) {
+            const int8_t y = (int8_t)((cd[4 * c + 3] >> 1) + q->output_offset);
+            for (r = 0; r < rows; r++) {
+                out[r * stride + c] = y;
+            }
+        }
     }
 }
 
