@@ -270,7 +270,7 @@ static void fill_block(const geometry_t *g, int8_t *patch, uint32_t *block, int3
     const int32_t segments = g->direct ? ky1 - ky0 : 1;
     for (r = 0; r < rows; r++) {
         const int8_t *first = g->input + o[r].image + (o[r].y0 + ky0 * g->dh) * g->row_bytes + o[r].x0 * g->ic;
-        int8_t *own = patch + r * (PATCH_BYTES >> (rows >> 1)); /* a quarter, half or all of it */
+        int8_t *own = patch + r * (PATCH_BYTES >> (rows >> 1)); /* a quarter or all of it */
         if (o[r].inside && g->direct) {
             base[r] = first;
             step[r] = g->row_step;
@@ -349,7 +349,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         const int8_t *src[4];
         for (i = 0; i < pixels; i += rows, output += rows * n) {
             const int32_t fours = (pixels - i) & ~3; /* as many 4-row blocks as the column block holds */
-            rows = fours > 0 ? (fours < most ? fours : most) : pixels - i >= 2 ? 2 : 1;
+            rows = fours > 0 ? (fours < most ? fours : most) : 1;
             for (r = 0; r < (rows < 4 ? rows : 4); r++) {
                 src[r] = input + (i + r) * k;
             }
@@ -414,7 +414,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             mcuq_matmul_s8(&q, block, rows, depth, weights, n, output, n);
             continue;
         }
-        rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : pixels - i >= 2 ? 2 : 1;
+        rows = pixels - i >= 4 && chunk_rows > 0 ? 4 : 1;
         walk(p, &g, &wk, o, rows);
         if (rows < 4) {
             fill_block(&g, patch, block, rows, o, 0, g.kh);

@@ -32,13 +32,13 @@ static int32_t filter_offset_term(const mcuq_fully_connected_params_t *p, const 
     return mcuq_wrap32(sum * (uint32_t)p->filter_offset);
 }
 
-/* Input rows in pairs (a 2-row column block) or alone, times every filter row. */
+/* Input rows one at a time (a 1-row column block), times every filter row. */
 static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const int8_t *input, const int8_t *filter,
                                 int8_t *output)
 {
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];
     const int32_t k = p->depth, n = p->units;
-    int32_t b, rows;
+    int32_t b;
     mcuq_matmul_t q;
     q.channel_data = p->channel_data;
     q.output_offset = p->output_offset;
@@ -46,18 +46,11 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
     q.act_max = p->act_max;
     q.shifts_fast = p->shifts_fast;
     q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
-    for (b = 0; b < p->batches; b += rows) {
-        const int8_t *x = input + b * k;
-        rows = p->batches - b >= 2 && k <= MCUQ_DSP_MAX_DEPTH ? 2 : 1;
-        mcuq_block_clear_tail(block, rows, k);
-        mcuq_block_put(block, rows, 0, 0, x, k);
-        q.row_bias[0] = filter_offset_term(p, x);
-        if (rows == 2) {
-            mcuq_block_put(block, rows, 1, 0, x + k, k);
-            q.row_bias[1] = filter_offset_term(p, x + k);
-        }
-        mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
-        output += rows * n;
+    for (b = 0; b < p->batches; b++, input += k, output += n) {
+        mcuq_block_clear_tail(block, 1, k);
+        mcuq_block_put(block, 1, 0, 0, input, k);
+        q.row_bias[0] = filter_offset_term(p, input);
+        mcuq_matmul_s8(&q, block, 1, k, filter, n, output, n);
     }
 }
 #endif

@@ -103,24 +103,6 @@ static inline void dot_4x1(const uint32_t *x, const int8_t *w, int32_t groups, i
     a[3] = a3;
 }
 
-/* a[2 * j + r] += block row r (of 2) times weight row j (w and w + stride) over `groups` groups. */
-static inline void dot_2x2(const uint32_t *x, const int8_t *w, int32_t stride, int32_t groups, int32_t *a)
-{
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    int32_t g;
-    for (g = 0; g < groups; g++, x += 4, w += 4) {
-        const uint32_t v0 = mcuq_read_u32(w), v1 = mcuq_read_u32(w + stride);
-        a0 = mac4(x[0], x[2], v0, a0);
-        a1 = mac4(x[1], x[3], v0, a1);
-        a2 = mac4(x[0], x[2], v1, a2);
-        a3 = mac4(x[1], x[3], v1, a3);
-    }
-    a[0] = a0;
-    a[1] = a1;
-    a[2] = a2;
-    a[3] = a3;
-}
-
 /* a[j] += the one-row block times weight row j over `groups` groups; rows j = 0, 1 at w, w +
  * stride and j = 2, 3 at w2, w2 + stride. */
 static inline void dot_1x4(const uint32_t *x, const int8_t *w, const int8_t *w2, int32_t stride, int32_t groups,
@@ -362,37 +344,6 @@ static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *
     }
 }
 
-/* 2-row blocks: two weight rows at a time (a last odd one computed twice). */
-static __attribute__((noinline)) void product2(const mcuq_matmul_t *q, const uint32_t *block, int32_t k,
-                                               const int8_t *w, int32_t n, int8_t *out, int32_t stride,
-                                               int32_t full)
-{
-    const int32_t *cd = q->channel_data;
-    const uint32_t *tail = block + 4 * (k >> 2);
-    int32_t c, a[4];
-    for (c = 0; c < n; c += 2, cd += 8, w += 2 * k) {
-        const int32_t two = c + 1 < n, next = two ? k : 0;
-        a[0] = cd[0] + q->row_bias[0];
-        a[1] = cd[0] + q->row_bias[1];
-        a[2] = cd[4 * two] + q->row_bias[0];
-        a[3] = cd[4 * two] + q->row_bias[1];
-        dot_2x2(block, w, next, k >> 2, a);
-        if (k & 3) {
-            const uint32_t v0 = partial_word(w + (k & ~3), k & 3), v1 = partial_word(w + next + (k & ~3), k & 3);
-            a[0] = mac4(tail[0], tail[2], v0, a[0]);
-            a[1] = mac4(tail[1], tail[3], v0, a[1]);
-            a[2] = mac4(tail[0], tail[2], v1, a[2]);
-            a[3] = mac4(tail[1], tail[3], v1, a[3]);
-        }
-        out[c] = output(a[0], cd[1], cd[2], cd[3], q, full);
-        out[stride + c] = output(a[1], cd[1], cd[2], cd[3], q, full);
-        if (two) {
-            out[c + 1] = output(a[2], cd[5], cd[6], cd[7], q, full);
-            out[stride + c + 1] = output(a[3], cd[5], cd[6], cd[7], q, full);
-        }
-    }
-}
-
 #if defined(__ARM_FEATURE_DSP)
 /* The channel loop of a 1-row product in assembly, two channels at a time, for rows of a
  * multiple of 8 elements at word-aligned addresses and outputs4_s8()-style outputs (r > 0,
@@ -530,8 +481,6 @@ static void product(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
         for (r = 0; r < rows; r += 4, block += 8 * ((k + 3) >> 2), out += 4 * stride) {
             product4(&local, block, k, w, k, n, NULL, 1, 1, out, stride, full);
         }
-    } else if (rows == 2) {
-        product2(&local, block, k, w, n, out, stride, full);
     } else {
 #if defined(__ARM_FEATURE_DSP)
         if (full && (k & 7) == 0 && k > 0 && n >= 2 && ((uintptr_t)w & 3) == 0 && local.shifts_fast) {

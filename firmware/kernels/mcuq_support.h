@@ -192,7 +192,7 @@ typedef struct {
     int32_t shifts_fast; /* 1: every channel has r > 0, M != 0 (the params' shifts_fast, from pack) */
 } mcuq_matmul_t;
 
-/* out[r * stride + c] for r < rows (1, 2 or 4; or 4 * m: m consecutive 4-row blocks, see
+/* out[r * stride + c] for r < rows (1, or 4 * m: m consecutive 4-row blocks, see
  * mcuq_matmul_s8.c) and c < n: the k-element rows of `block` times the weight rows w[c][0 .. k)
  * (row stride k, any alignment), modulo 2^32 as TFLM's int32 accumulator, then requantized. */
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
