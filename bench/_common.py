@@ -83,7 +83,7 @@ class OnTarget:
 
 def run_on_target(model: Path, board: str, pack_dir: Path, count: int,
                   warn: Callable[[str], None] = print,
-                  options: pipeline.QuantOptions = pipeline.QuantOptions(), optimize: str = "speed") -> OnTarget:
+                  options: pipeline.QuantOptions = pipeline.QuantOptions(), optimize: str = "size") -> OnTarget:
     """Pack ``model`` (a .tflite, quantized with ``options`` if float) for ``board`` into ``pack_dir``,
     build the firmware (`mcuq build --optimize`), flash it (emulated boards: start QEMU), run ``count`` seeded random inputs
     with `mcuq verify` and stop the emulator, whatever happened. Exits with verify's table when

@@ -20,8 +20,14 @@ relative residual is printed beside it.
 Beside each int8 model runs a power-of-two version (every requantization a shift: `--scheme
 pow2`), quantized by mcuq from the float original (ad01_fp32, vww_96_float, pretrainedResnet;
 kws_ref_model_float32 is a dynamic-range hybrid, so kws has none) and calibrated on seeded random
-inputs: its counts are comparable, its accuracy is not measured here. On qemu-m7 each int8 model
-also runs built with `mcuq build --optimize size` (everything at -Os): less code, more instructions.
+inputs: its counts are comparable, its accuracy is not measured here. Runs use the default build
+(`mcuq build`: everything at -Os); on qemu-m7 each int8 model also runs built with `mcuq build
+--optimize speed` (the DSP kernels at -O2): fewer instructions, more code.
+
+Computed MACs leave out those of constant channels (CONV_2D output channels whose filter row is
+all zero, 971 of them in vww_96_int8: their output is known at pack time and mcuq computes none of
+their products); instructions per MAC are reported over the model's MACs and over computed ones,
+and the MAC-loop fit uses computed MACs.
 
 Each run appends one record (git commit, date, per board and model: instructions, arena, code,
 flash, RAM) to bench/results/history.jsonl and prints the change against the previous record, so
@@ -45,7 +51,9 @@ from arena import RECORDED_TFLM_TOTAL, tflm_allocations
 
 from mcuq import __version__
 from mcuq.pipeline import QuantOptions
+from mcuq.ir import Op
 from mcuq.quant import Scheme
+from mcuq.simulate.conv import prepare_conv2d
 
 BOARDS = ("qemu-m7", "qemu-m4")
 MODELS = tuple(RECORDED_TFLM_TOTAL)
@@ -85,7 +93,7 @@ def kind(graph, node) -> str:
 
 
 def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Scheme = Scheme.TFLITE,
-            optimize: str = "speed") -> dict:
+            optimize: str = "size") -> dict:
     """Pack, build (``optimize``: `mcuq build --optimize`), flash and verify ``name`` (pow2: its
     float source quantized with power-of-two scales) on ``board``: totals and one row per layer."""
     source = name if scheme == Scheme.TFLITE else POW2_SOURCE[name]
@@ -99,8 +107,10 @@ def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Sch
     for c in result.layers:
         node = graph.nodes[c.index]
         outputs = sum(int(np.prod(graph.tensor(t).shape)) for t in node.outputs)
-        layers.append({"index": c.index, "op": c.op, "kind": kind(graph, node), "macs": c.macs, "outputs": outputs,
+        layers.append({"index": c.index, "op": c.op, "kind": kind(graph, node), "macs": c.macs,
+                       "computed_macs": computed_macs(graph, node, c.macs), "outputs": outputs,
                        "instructions": round(c.count)})
+    computed = sum(x["computed_macs"] for x in layers)
     return {
         "model": name,
         "scheme": str(scheme),
@@ -112,6 +122,8 @@ def measure(name: str, board: str, work: Path, tflm: dict[str, int], scheme: Sch
         "instructions": round(result.total),
         "macs": macs,
         "instructions_per_mac": round(result.total / macs, 3),
+        "computed_macs": computed,
+        "instructions_per_computed_mac": round(result.total / computed, 3),
         "arena_bytes": packed.manifest["arena_bytes"],
         "tflm_arena_head_bytes": tflm["head"],
         "tflm_arena_total_bytes": tflm["total"],
@@ -144,13 +156,23 @@ def _nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return best
 
 
+def computed_macs(graph, node, macs: int) -> int:
+    """``macs`` less those of the node's constant channels (channel_data rows with M = 0, r > 0:
+    mcuq.simulate.conv.constant_row), which the firmware does not compute."""
+    if node.op != Op.CONV_2D or graph.tensor(node.inputs[0]).dtype != "int8":
+        return macs
+    cd = prepare_conv2d(graph, node).channel_data
+    return macs * int(np.sum((cd[:, 1] != 0) | (cd[:, 2] <= 0))) // len(cd)
+
+
 def fit_mac_cost(runs: list[dict]) -> dict[str, dict]:
     """Per kind of layer with MACs: instructions = a * MACs + b * outputs + c over its layers in
     ``runs`` (one board), least squares with a, b, c >= 0, or why it cannot be split."""
     fits = {}
     kinds = sorted({r["kind"] for run in runs for r in run["layers"] if r["op"] in MAC_OPS})
     for k in kinds:
-        rows = [(r["macs"], r["outputs"], r["instructions"]) for run in runs for r in run["layers"] if r["kind"] == k]
+        rows = [(r["computed_macs"], r["outputs"], r["instructions"]) for run in runs for r in run["layers"]
+                if r["kind"] == k]
         x = np.array([[m, o, 1.0] for m, o, _ in rows], dtype=float)
         y = np.array([i for _, _, i in rows], dtype=float)
         if len({m / o for m, o, _ in rows}) < 2:
@@ -178,7 +200,7 @@ def work_split(run: dict, fits: dict[str, dict]) -> dict[str, int]:
         elif fit is None or not fit["split"]:
             out["unsplit"] += r["instructions"]
         else:
-            loops = min(r["instructions"], round(fit["per_mac"] * r["macs"]))
+            loops = min(r["instructions"], round(fit["per_mac"] * r["computed_macs"]))
             out["mac_loops"] += loops
             out["per_output"] += r["instructions"] - loops
     return out
@@ -193,9 +215,10 @@ def git_state() -> tuple[str, bool]:
 
 
 def key(run: dict) -> str:
-    """model@board; model/pow2@board for the power-of-two versions, model/size@board for size builds."""
+    """model@board; model/pow2@board for the power-of-two versions, model/speed@board for speed builds
+    (records before the default build became size: no suffix for speed, /size for size)."""
     suffix = "" if run["scheme"] == Scheme.TFLITE else "/" + run["scheme"]
-    return f"{run['model']}{suffix}{'/size' if run.get('optimize') == 'size' else ''}@{run['board']}"
+    return f"{run['model']}{suffix}{'/speed' if run.get('optimize') == 'speed' else ''}@{run['board']}"
 
 
 def history_record(runs: list[dict]) -> dict:
@@ -239,14 +262,16 @@ def main() -> None:
         runs = [measure(name, board, Path(work), tflm[name]) for board in BOARDS for name in MODELS]
         runs += [measure(name, board, Path(work), tflm[name], Scheme.POW2) for board in BOARDS
                  for name in MODELS if name in POW2_SOURCE]
-        runs += [measure(name, BOARDS[0], Path(work), tflm[name], optimize="size") for name in MODELS]
+        runs += [measure(name, BOARDS[0], Path(work), tflm[name], optimize="speed") for name in MODELS]
     fits = {board: fit_mac_cost([r for r in runs if r["board"] == board and r["scheme"] == Scheme.TFLITE
-                                 and r["optimize"] == "speed"]) for board in BOARDS}
+                                 and r["optimize"] == "size"]) for board in BOARDS}
     for r in runs:
         r["work_split"] = work_split(r, fits[r["board"]])
-    print_table(("model", "scheme", "optimize", "board", "instructions", "MACs", "instr/MAC", "MAC loops", "per-output", "unsplit",
+    print_table(("model", "scheme", "optimize", "board", "instructions", "MACs", "instr/MAC", "computed MACs",
+                 "instr/computed MAC", "MAC loops", "per-output", "unsplit",
                  "TFLM (m7)", "arena", "TFLM head", "code", "weights", "tables", "RAM"),
-                [(r["model"], r["scheme"], r["optimize"], r["board"], r["instructions"], r["macs"], f"{r['instructions_per_mac']:.2f}",
+                [(r["model"], r["scheme"], r["optimize"], r["board"], r["instructions"], r["macs"],
+                  f"{r['instructions_per_mac']:.2f}", r["computed_macs"], f"{r['instructions_per_computed_mac']:.2f}",
                   r["work_split"]["mac_loops"], r["work_split"]["per_output"], r["work_split"]["unsplit"],
                   TFLM_M7[r["model"]][0], r["arena_bytes"], r["tflm_arena_head_bytes"], r["code_bytes"],
                   r["weight_bytes"], r["table_bytes"], r["ram_bytes"]) for r in runs])

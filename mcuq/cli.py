@@ -199,8 +199,9 @@ class _Bar:
 @main.command()
 @click.argument("pack_dir", type=click.Path(file_okay=False))
 @click.option("--board", default=None, help="Board to build for (default: the one DIR was packed for).")
-@click.option("--optimize", type=click.Choice(["speed", "size"]), default="speed", show_default=True,
-              help="speed: the DSP kernels at -O2, the rest at -Os; size: everything at -Os.")
+@click.option("--optimize", type=click.Choice(["speed", "size"]), default="size", show_default=True,
+              help="size: everything at -Os; speed: the DSP kernels at -O2 (about 1 %% fewer "
+                   "instructions, 2.5 KB more code).")
 def build(pack_dir: str, board: str | None, optimize: str) -> None:
     """Cross-compile the firmware for a pack output DIR and report flash and RAM use."""
     from mcuq.build import build as build_firmware
