@@ -29,7 +29,7 @@ import numpy as np
 from mcuq.errors import CalibrationError, McuqError, ModelError
 from mcuq.graphfile import load_graph
 from mcuq.ir import NO_TENSOR, Graph
-from mcuq.pack import PAIRED_DTYPE, unpaired_filter
+from mcuq.pack import PAIRED_DTYPE, PRUNED_DTYPE, unpaired_filter, unpruned_filter
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 CFLAGS = ("-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC")
@@ -37,7 +37,8 @@ ALIGN = 16
 GUARD = bytes(range(64))  # written after the arena; a run that changes it wrote out of bounds
 _DTYPES = {0: np.int8, 1: np.int16, 2: np.int32, 3: np.int64, 4: np.float32, 5: np.uint8,
            6: "int4",  # int4: packed two per byte, read back unpacked to int8
-           PAIRED_DTYPE: "int8 paired"}  # a row-paired FULLY_CONNECTED filter, read back unpaired
+           PAIRED_DTYPE: "int8 paired",  # a row-paired FULLY_CONNECTED filter, read back unpaired
+           PRUNED_DTYPE: "int8 pruned"}  # a CONV_2D filter without its constant channels' rows, read back whole
 
 # What Python sees of the runtime and the packed tables (cffi checks it against the real headers).
 _CDEF = """
@@ -261,7 +262,9 @@ class HostModel:
         mapping = dict(pairs)
         for s, t in pairs:
             tensor = g.tensor(t)
-            if mapping[s] != t or self.slots[s].shape != tensor.shape or self.slots[s].nbytes != tensor.nbytes:
+            pruned = self.slots[s].dtype == "int8 pruned" and self.slots[s].nbytes <= tensor.nbytes
+            if mapping[s] != t or self.slots[s].shape != tensor.shape or (self.slots[s].nbytes != tensor.nbytes
+                                                                           and not pruned):
                 raise ModelError(f"{self.pack_dir}: tensor table slot {s} does not match graph tensor {t}")
         return mapping
 
@@ -274,6 +277,8 @@ class HostModel:
             return ((nibbles ^ 8).astype(np.int8) - 8).reshape(info.shape)
         if info.dtype == "int8 paired":
             return unpaired_filter(np.frombuffer(data, np.int8), info.shape[0], info.nbytes // info.shape[0])
+        if info.dtype == "int8 pruned":
+            return unpruned_filter(np.frombuffer(data, np.int8), self.graph.tensor(self.tensor_of_slot[slot]).data)
         return np.frombuffer(data, info.dtype).reshape(info.shape).copy()
 
     def _write_inputs(self, inputs: Sequence[np.ndarray]) -> None:

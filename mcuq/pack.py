@@ -214,10 +214,41 @@ def pair_filters(graph: Graph) -> dict[int, np.ndarray]:
             for node in graph.nodes if pairable(graph, node)}
 
 
+PRUNED_DTYPE = 8  # the tensor table's dtype code of a CONV_2D filter without its constant channels' rows
+
+
+def constant_channels(params: Any) -> np.ndarray:
+    """Mask of a node's constant channels: channel_data rows with M = 0 and r > 0
+    (mcuq.simulate.conv.constant_row: all-zero int8 filter rows of a CONV_2D)."""
+    cd = getattr(params, "channel_data", np.zeros((0, 4), np.int32))
+    return (cd[:, 1] == 0) & (cd[:, 2] > 0)
+
+
+def prune_filters(graph: Graph, params: Sequence[Any]) -> dict[int, np.ndarray]:
+    """By tensor index, the filter rows flash holds for every node with constant channels: the
+    others' rows, in channel order (the firmware stores a constant channel's output without
+    reading any weight)."""
+    return {node.inputs[1]: graph.tensor(node.inputs[1]).data[~constant]
+            for node, p in zip(graph.nodes, params) if (constant := constant_channels(p)).any()}
+
+
+def unpruned_filter(rows: np.ndarray, full: np.ndarray) -> np.ndarray:
+    """A filter back from its stored rows, given the model's filter ``full`` (zero rows where the
+    channels are constant): ModelError when the stored rows do not fit those zero rows."""
+    zero = ~full.reshape(full.shape[0], -1).any(1)
+    out = np.zeros_like(full)
+    if rows.size != out[~zero].size:
+        raise ModelError(f"a pruned filter holds {rows.size} values; its {int((~zero).sum())} nonzero rows take "
+                         f"{out[~zero].size}")
+    out[~zero] = rows.reshape(out[~zero].shape)
+    return out
+
+
 def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: str, sha256: str,
                    scheme: str) -> PackedSources:
     """Render mcuq_model.h / mcuq_model.c for a prepared, planned integer graph."""
     paired = pair_filters(graph)
+    pruned = prune_filters(graph, params)
     for t in graph.tensors:
         if len(t.shape) > MAX_RANK and (t.index in plan.offsets or t.is_const):
             raise ModelError(f"tensor '{t.name}' has rank {len(t.shape)}; the firmware supports up to {MAX_RANK}")
@@ -230,15 +261,16 @@ def render_sources(graph: Graph, params: Sequence[Any], plan: ArenaPlan, model: 
         if tensor.dtype not in _C_DTYPES:
             raise ModelError(f"tensor '{tensor.name}' has type {tensor.dtype}, which the firmware cannot hold")
         shape = list(tensor.shape) + [1] * (MAX_RANK - len(tensor.shape))
-        dtype = PAIRED_DTYPE if t in paired else _C_DTYPES[tensor.dtype][1]
+        dtype = PAIRED_DTYPE if t in paired else PRUNED_DTYPE if t in pruned else _C_DTYPES[tensor.dtype][1]
+        nbytes = pruned[t].nbytes if t in pruned else tensor.nbytes
         if tensor.is_const:
-            values = paired[t] if t in paired else packed_int4(tensor.data) if tensor.dtype == "int4" else tensor.data
+            values = paired.get(t, pruned.get(t, packed_int4(tensor.data) if tensor.dtype == "int4" else tensor.data))
             const_data.append(_array_decl(f"mcuq_t{t}", values))
             data, offset = f"mcuq_t{t}", -1
         else:
             data, offset = "0", plan.offsets[t]
         tensor_rows.append(
-            f"    {{ {data}, {offset}, {tensor.nbytes}, {dtype}, {len(tensor.shape)}, "
+            f"    {{ {data}, {offset}, {nbytes}, {dtype}, {len(tensor.shape)}, "
             f"{{ {', '.join(str(d) for d in shape)} }} }}, /* {slot[t]}: {tensor.name} */")
 
     param_data, node_io, node_rows = [], [], []

@@ -25,7 +25,7 @@ from mcuq import pipeline
 from mcuq.graphfile import load_graph
 from mcuq.ir import Op
 from mcuq.link import DTYPES, MAX_PAYLOAD, PROTOCOL_VERSION, RESPONSE, SYNC, CounterKind, Kind, crc32, encode
-from mcuq.pack import PAIRED_DTYPE
+from mcuq.pack import PAIRED_DTYPE, PRUNED_DTYPE
 from mcuq.simulate.integer import KERNELS, prepare_graph
 from mcuq.summary import node_macs
 
@@ -101,7 +101,7 @@ class FakeFirmware:
             t = self.graph.tensor(int(data.removeprefix("mcuq_t")))
             const = np.ascontiguousarray(t.data).tobytes()
         dims = tuple(int(d) for d in shape.split(","))[:int(rank)]
-        kind = "int8" if int(dtype) == PAIRED_DTYPE else DTYPES[int(dtype)]  # the graph's values stand in
+        kind = "int8" if int(dtype) in (PAIRED_DTYPE, PRUNED_DTYPE) else DTYPES[int(dtype)]  # the graph's values stand in
         return Slot(name, kind, dims, int(nbytes), int(offset), const)
 
     @staticmethod

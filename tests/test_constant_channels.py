@@ -1,15 +1,15 @@
 """Constant channels: an int8 CONV_2D output channel whose filter row is all zero (a pruned
 channel: vww_96_int8 has 971) outputs one value whatever the input. Pack gives it the channel_data
-row constant_row(y) (mcuq.simulate.conv), and the firmware's DSP matrix product stores y without
-computing its products.
+row constant_row(y) (mcuq.simulate.conv) and leaves its filter row out of flash
+(mcuq.pack.prune_filters); the firmware stores y without reading a weight.
 
 The cases are one-node convolutions with a random subset of zeroed filter rows (none, some, all),
-1x1 at stride 1 over pixel counts of every remainder modulo 4 (the 4-row blocks and the 1- and
-2-row leftovers) and general windows, every activation, the bias constant, absent or fed at run
-time (then nothing is constant: the bias is unknown at pack time). Outputs must equal the numpy
-simulator's with np.array_equal: plain C, the DSP path over the host twins, and the emulated
-Cortex-M7 and M4. The poisoned runs give the constant rows nonzero weights: a kernel that skipped
-nothing would then be wrong, so they show the products really are skipped.
+1x1 at stride 1 over pixel counts of every remainder modulo 4 (the 4-row blocks and the 1-row
+leftovers), general windows (some of 360 elements: the chunked path, 32 channels at a time) and every
+activation, the bias constant, absent or fed at run time (then nothing is constant: the bias is
+unknown at pack time). The kernels get the filter as pack stores it and must equal the numpy
+simulator, which runs the model's filter, with np.array_equal: plain C, the DSP path over the
+host twins, and the emulated Cortex-M7 and M4.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 from kernel_target import TargetCase, build_image, run_image
 from kernels_ffi import CParams, ptr
 from mcuq.ir import Op
+from mcuq.pack import prune_filters, unpruned_filter
 from mcuq.simulate.common import output_size_and_padding
 from mcuq.simulate.conv import channel_data, constant_row
 from mcuq.simulate.integer import KERNELS as SIMULATOR
@@ -36,13 +37,14 @@ def gen_constant(b: Builder, k: int) -> Case:
     """A CONV_2D whose zeroed filter rows are a random subset (every ninth case all of them)."""
     r = b.rng
     one = k % 2 == 0  # 1x1 at stride 1: pixels of every remainder modulo 4
-    kh, kw = (1, 1) if one else (int(v) for v in r.integers(1, 4, 2))
+    long = k % 6 == 1  # 3x3 windows of 360 elements: the chunked path
+    kh, kw = (1, 1) if one else (3, 3) if long else (int(v) for v in r.integers(1, 4, 2))
     stride = 1 if one else int(r.integers(1, 3))
     h, w = (int(r.integers(1, 9)), int(r.integers(1, 9))) if not one else (1 + k // 2 % 4, int(r.integers(1, 9)))
     padding = "SAME" if one or r.random() < 0.5 else "VALID"
     h, w = max(h, kh), max(w, kw)
-    ic = int(r.choice([4, 8, 16, 3, 6])) if one else int(r.integers(1, 9))
-    oc = int(r.integers(1, 25))
+    ic = int(r.choice([4, 8, 16, 3, 6])) if one else 40 if long else int(r.integers(1, 9))
+    oc = int(r.integers(33, 80)) if long else int(r.integers(1, 25))  # long: several chunks of 32 channels
     oh = output_size_and_padding(h, kh, stride, 1, padding)[0]
     ow = output_size_and_padding(w, kw, stride, 1, padding)[0]
     s_in = b.scale(0.005, 0.1)
@@ -66,7 +68,8 @@ def gen_constant(b: Builder, k: int) -> Case:
 
 
 def cases(seed: int = 11) -> list[tuple[int, Case, object, list, np.ndarray, np.ndarray]]:
-    """(k, case, params, args, expected output, mask of zeroed filter rows) per seeded case."""
+    """(k, case, params, args as pack stores them, expected output from the model's args, mask of
+    zeroed filter rows) per seeded case."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(CASES):
@@ -75,34 +78,28 @@ def cases(seed: int = 11) -> list[tuple[int, Case, object, list, np.ndarray, np.
         prepare, evaluate = SIMULATOR[node.op]
         params = prepare(case.graph, node)
         args = node_args(case)
+        stored = prune_filters(case.graph, [params])
         zero = ~args[1].reshape(args[1].shape[0], -1).any(1)
-        out.append((k, case, params, args, evaluate(params, args), zero))
+        out.append((k, case, params, [stored.get(t, a) for t, a in zip(node.inputs, args)], evaluate(params, args),
+                    zero))
     return out
-
-
-def poisoned(args: list, zero: np.ndarray, k: int) -> list:
-    """args with the zeroed filter rows refilled with nonzero weights."""
-    w = args[1].copy()
-    w[zero] = np.random.default_rng(k).integers(1, 128, w[zero].shape) * np.random.default_rng(k + 1).choice(
-        [-1, 1], w[zero].shape)
-    return [args[0], w, *args[2:]]
-
-
-def skipped_on_dsp(params) -> bool:
-    """The DSP path's matrix product takes every pixel (no plain fallback, no chunked window)."""
-    return params.bias_folded and params.filter_h * params.filter_w * params.input_c <= 320
 
 
 def test_pack_marks_the_constant_channels() -> None:
     """Zeroed rows (with a bias known at pack time) get constant_row(y), y the simulator's output
-    in that channel at every pixel; the other rows stay channel_data()'s; shifts_fast is 0 when a
-    row is constant. A fed bias leaves every row as it is."""
+    in that channel at every pixel, and flash holds the filter without them (unpruned_filter()
+    gives the model's back); the other rows stay channel_data()'s; shifts_fast is 0 when a row is
+    constant. A fed bias leaves every row and the filter as they are."""
     seen = 0
     for k, case, p, args, want, zero in cases():
         bias = args[2] if len(args) > 2 else None
-        plain = channel_data(p.input_offset * args[1].reshape(len(zero), -1).astype(np.int64).sum(1),
+        w = case.graph.tensor(case.graph.nodes[0].inputs[1]).data
+        plain = channel_data(p.input_offset * w.reshape(len(zero), -1).astype(np.int64).sum(1),
                              bias if p.bias_folded else None, p.multiplier, p.shift)
         marked = zero & p.bias_folded
+        assert np.array_equal(args[1], w[~marked]), f"case {k}"
+        if p.bias_folded:
+            assert np.array_equal(unpruned_filter(args[1], w), w), f"case {k}"
         assert np.array_equal(p.channel_data[~marked], plain[~marked]), f"case {k}"
         if marked.any():
             y = want[..., marked].reshape(-1, marked.sum())
@@ -115,27 +112,22 @@ def test_pack_marks_the_constant_channels() -> None:
 
 @pytest.mark.parametrize("build", ["c", "c_dsp"])
 def test_constant_channels_match_simulator(build: str, request) -> None:
-    """Plain C and the DSP path's C twins; on the DSP path also with the constant rows poisoned."""
+    """Plain C and the DSP path's C twins on the filter as pack stores it."""
     ffi, lib = request.getfixturevalue(build)
     for k, case, params, args, want, zero in cases():
-        runs = [args, poisoned(args, zero, k)] if build == "c_dsp" and skipped_on_dsp(params) else [args]
-        for run in runs:
-            got, struct = np.zeros(want.shape, want.dtype), CParams(ffi, params)
-            status = lib.mcuq_conv2d_s8(struct.struct, *(ptr(ffi, a) for a in run), ptr(ffi, got))
-            assert status == 0, f"case {k}: status {status}"
-            assert (msg := first_mismatch("conv2d_s8 constant", k, got, want)) is None, msg
+        got, struct = np.zeros(want.shape, want.dtype), CParams(ffi, params)
+        status = lib.mcuq_conv2d_s8(struct.struct, *(ptr(ffi, a) for a in args), ptr(ffi, got))
+        assert status == 0, f"case {k}: status {status}"
+        assert (msg := first_mismatch("conv2d_s8 constant", k, got, want)) is None, msg
 
 
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_constant_channels_bit_exact_on_emulator(board: str, tmp_path) -> None:
-    """The assembly and C twins as the core runs them, poisoned rows included."""
+    """The assembly and C twins as the core runs them."""
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
         pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
-    runs = []
-    for k, case, params, args, want, zero in cases():
-        runs.append((k, TargetCase(case.graph, params, args, want)))
-        if skipped_on_dsp(params) and zero.any():
-            runs.append((k, TargetCase(case.graph, params, poisoned(args, zero, k), want)))
-    elf = build_image([t for _, t in runs], board, tmp_path)
-    for (k, _), res in zip(runs, run_image(elf, board, len(runs))):
+    runs = cases()
+    elf = build_image([TargetCase(case.graph, params, args, want) for _, case, params, args, want, _ in runs],
+                      board, tmp_path)
+    for (k, *_), res in zip(runs, run_image(elf, board, len(runs))):
         assert res.status == 0 and res.first_bad < 0, f"{board} case {k}: status {res.status}, byte {res.first_bad}"

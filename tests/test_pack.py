@@ -17,12 +17,12 @@ from conftest import REPO_ROOT, model_path
 from mcuq import pipeline
 from mcuq.errors import ModelError
 from mcuq.ir import NO_TENSOR, Op
-from mcuq.pack import PAIRED_DTYPE, _c_name, c_fields, pair_filters, render_sources
+from mcuq.pack import PAIRED_DTYPE, PRUNED_DTYPE, _c_name, c_fields, pair_filters, prune_filters, render_sources
 from mcuq.simulate import conv, elementwise, layout, nonlinear, pool, prepare_graph
 
 INCLUDE = REPO_ROOT / "firmware" / "include"
 
-MODELS = ["mlperf-tiny/ad01_int8.tflite", "mlperf-tiny/kws_ref_model.tflite",
+MODELS = ["mlperf-tiny/ad01_int8.tflite", "mlperf-tiny/kws_ref_model.tflite", "mlperf-tiny/vww_96_int8.tflite",
           "mlperf-tiny/pretrainedResnet_quant.tflite", "mlperf-tiny/model_ToyCar_quant_fullint.tflite",
           "tflite-micro/simple_add_model.tflite", "tflite-micro/hello_world_int8.tflite"]
 _DTYPE_CODES = {"int8": 0, "int16": 1, "int32": 2, "int64": 3, "float32": 4, "uint8": 5}
@@ -103,14 +103,17 @@ def test_packed_c_holds_the_simulator_params(name, tmp_path):
                   | set(graph.inputs) | set(graph.outputs))
     tensors = (TensorEntry * len(used)).in_dll(so, "mcuq_tensors")
     paired = pair_filters(graph)  # row-paired FULLY_CONNECTED filters
+    pruned = prune_filters(graph, prepare_graph(graph))  # CONV_2D filters without constant channels' rows
     for slot, t in enumerate(used):
         tensor, entry = graph.tensor(t), tensors[slot]
-        assert entry.bytes == tensor.nbytes
-        assert entry.dtype == (PAIRED_DTYPE if t in paired else _DTYPE_CODES[tensor.dtype])
+        stored = paired.get(t, pruned.get(t, tensor.data))
+        assert entry.bytes == (stored.nbytes if tensor.is_const else tensor.nbytes)
+        assert entry.dtype == (PAIRED_DTYPE if t in paired else PRUNED_DTYPE if t in pruned else
+                               _DTYPE_CODES[tensor.dtype])
         assert list(entry.shape[: entry.rank]) == list(tensor.shape)
         if tensor.is_const:
-            got = read_array(entry.data, tensor.dtype, tensor.size)
-            assert np.array_equal(got, paired.get(t, tensor.data).reshape(-1)), tensor.name
+            got = read_array(entry.data, tensor.dtype, stored.size)
+            assert np.array_equal(got, stored.reshape(-1)), tensor.name
         else:
             assert not entry.data and entry.arena_offset == packed.plan.offsets[t]
             assert entry.arena_offset + entry.bytes <= packed.plan.size

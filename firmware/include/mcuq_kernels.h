@@ -74,9 +74,10 @@ typedef enum {
  * weights, M = multiplier[c]; when r > 0, requantize(acc, M, shift[c]) =
  * (((h - (acc < 0)) * 2^32 + (2^30 ^ (acc & 2^31)) + acc * M) >> 32) >> r, else h = shift[c].
  * With the input offset in b, a tap outside the image counts as the value -input_offset.
- * A CONV_2D channel whose weights are all 0 has the row {0, 0, 1, 2 (y - output_offset)}: its
- * output is y whatever the input (the formula above gives it from acc = 0), and M = 0 lets the
- * DSP matrix product store y without computing the products.
+ * A constant channel (an int8 CONV_2D channel whose weights are all 0, its bias folded) has the
+ * row {0, 0, 1, 2 (y - output_offset)}: its output is y whatever the input (the formula above
+ * gives it from acc = 0), and the int8 filter holds no row for it (the other channels' rows in
+ * order; pack's tensor dtype MCUQ_INT8_PRUNED): kernels store y without reading weights.
  * shift_only: every multiplier is 2^30 (mcuq_requantize_pow2() applies).
  * Overlap: output may start min_shift bytes below the input (overlap contract above: one raster
  * pass, runs of <= 4 pixels; the DSP conv path gathers the windows of up to a column block of

@@ -312,6 +312,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     const int32_t pixels = p->batches * p->output_h * p->output_w;
     const int32_t last_y = (p->filter_h - 1) * p->dilation_h, last_x = (p->filter_w - 1) * p->dilation_w;
     int32_t i, r, c, ky, rows;
+    int32_t rows_w = 0; /* weight rows: the channels but the constant ones */
     int32_t chunk_rows; /* filter rows per chunk of four windows */
     int32_t most = 4 * (MCUQ_DSP_BLOCK_WORDS / (2 * ((k + 3) & ~3))); /* rows of whole windows per product */
     const int8_t *weights = filter; /* their weight rows, of `depth` elements (k4 when padded, else k) */
@@ -358,12 +359,15 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         }
         return;
     }
-    if (k & 3 && n * g.k4 <= PADDED_BYTES && 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS - PADDED_BYTES / 4) {
+    for (c = 0; c < n; c++) {
+        rows_w += !mcuq_constant_channel(p->channel_data + 4 * c);
+    }
+    if (k & 3 && rows_w * g.k4 <= PADDED_BYTES && 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS - PADDED_BYTES / 4) {
         /* rows of k4 weights, their last k4 - k bytes 0, after the blocks: no partial groups */
         int8_t *to = (int8_t *)(block + MCUQ_DSP_BLOCK_WORDS) - PADDED_BYTES;
         const int8_t *from = filter;
         weights = to;
-        for (c = 0; c < n; c++, to += g.k4 - k) {
+        for (c = 0; c < rows_w; c++, to += g.k4 - k) {
             for (r = 0; r < k; r++) {
                 *to++ = *from++;
             }
@@ -420,14 +424,18 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
             fill_block(&g, patch, block, rows, o, 0, g.kh);
             mcuq_matmul_s8(&q, block, rows, k, filter, n, output, n);
         } else {
+            const int8_t *w = filter; /* the chunk's first weight row */
             for (c = 0; c < n; c += CHUNK_CHANNELS) {
                 const int32_t m = n - c < CHUNK_CHANNELS ? n - c : CHUNK_CHANNELS;
                 q.channel_data = p->channel_data + 4 * c;
                 for (ky = 0; ky < g.kh; ky += chunk_rows) {
                     const int32_t ky1 = ky + chunk_rows < g.kh ? ky + chunk_rows : g.kh;
                     fill_block(&g, patch, block, 4, o, ky, ky1);
-                    mcuq_matmul_s8_chunk4(&q, block, (ky1 - ky) * g.span, filter + c * k + ky * g.span, k, m, sums,
-                                          ky == 0, ky1 == g.kh, output + c, n);
+                    mcuq_matmul_s8_chunk4(&q, block, (ky1 - ky) * g.span, w + ky * g.span, k, m, sums, ky == 0,
+                                          ky1 == g.kh, output + c, n);
+                }
+                for (r = 0; r < m; r++) {
+                    w += mcuq_constant_channel(q.channel_data + 4 * r) ? 0 : k;
                 }
             }
             q.channel_data = p->channel_data;
@@ -440,17 +448,22 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
 static MCUQ_PLAIN_FALLBACK mcuq_status_t conv_plain(const mcuq_conv_params_t *p, const int8_t *input,
                                                     const int8_t *filter, const int32_t *bias, int8_t *output)
 {
-    int32_t b, oy, ox, c, ky, kx, group_in, group_out;
-    group_in = p->input_c / p->groups;
-    group_out = p->output_c / p->groups;
+    const int32_t group_in = p->input_c / p->groups, group_out = p->output_c / p->groups;
+    const int32_t row_size = p->filter_h * p->filter_w * group_in;
+    int32_t b, oy, ox, c, ky, kx;
     for (b = 0; b < p->batches; b++) {
         for (oy = 0; oy < p->output_h; oy++) {
             const int32_t y0 = oy * p->stride_h - p->pad_top;
             for (ox = 0; ox < p->output_w; ox++) {
                 const int32_t x0 = ox * p->stride_w - p->pad_left;
+                const int8_t *row = filter; /* the next channel's weights: constant channels have none */
                 for (c = 0; c < p->output_c; c++) {
                     const int32_t channel0 = (c / group_out) * group_in;
                     uint32_t acc = 0;
+                    if (mcuq_constant_channel(p->channel_data + 4 * c)) {
+                        *output++ = mcuq_constant_output(p->channel_data + 4 * c, p->output_offset);
+                        continue;
+                    }
                     for (ky = 0; ky < p->filter_h; ky++) {
                         const int32_t iy = y0 + ky * p->dilation_h;
                         if (iy < 0 || iy >= p->input_h) {
@@ -462,10 +475,11 @@ static MCUQ_PLAIN_FALLBACK mcuq_status_t conv_plain(const mcuq_conv_params_t *p,
                                 continue;
                             }
                             acc += dot_s8(input + ((b * p->input_h + iy) * p->input_w + ix) * p->input_c + channel0,
-                                          filter + ((c * p->filter_h + ky) * p->filter_w + kx) * group_in,
+                                          row + (ky * p->filter_w + kx) * group_in,
                                           group_in, p->input_offset);
                         }
                     }
+                    row += row_size;
                     if (bias != NULL) {
                         acc += (uint32_t)bias[c];
                     }

@@ -332,15 +332,22 @@ static void channel4(const mcuq_matmul_t *q, const uint32_t *block, int32_t k, c
 }
 
 /* 4-row blocks: one weight row at a time serves the four rows (rows at stride ldw), channel4()
- * for each channel. */
+ * for each channel; in chunks (sums not NULL) constant channels have no row and store their
+ * output when `last` (product() never gets one). */
 static inline __attribute__((always_inline)) void product4(const mcuq_matmul_t *q, const uint32_t *block,
                                                            int32_t k, const int8_t *w, int32_t ldw, int32_t n,
                                                            int32_t *sums, int32_t first, int32_t last,
                                                            int8_t *out, int32_t stride, int32_t full)
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
-    for (; cd != end; cd += 4, w += ldw, out++, sums += 4) {
-        channel4(q, block, k, w, cd, sums, first, last, out, stride, full);
+    const int32_t chunked = sums != NULL;
+    for (; cd != end; cd += 4, out++, sums += 4) {
+        if (!chunked || !mcuq_constant_channel(cd)) {
+            channel4(q, block, k, w, cd, sums, first, last, out, stride, full);
+            w += ldw;
+        } else if (last) {
+            out[0] = out[stride] = out[2 * stride] = out[3 * stride] = mcuq_constant_output(cd, q->output_offset);
+        }
     }
 }
 
@@ -506,8 +513,7 @@ static void product(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     }
 }
 
-/* A constant channel (channel_data row with M = 0 and r > 0: simulate/conv.py constant_row(), an
- * all-zero weight row) stores y = h / 2 + output_offset in every row without its products; the
+/* Constant channels (mcuq_constant_channel(): no weight row) store their output in every row; the
  * runs of other channels between them go through product(). */
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride)
@@ -521,14 +527,15 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
     }
     run = *q;
     while (c < n) {
-        for (c0 = c; c < n && (cd[4 * c + 1] != 0 || cd[4 * c + 2] <= 0); c++) {
+        for (c0 = c; c < n && !mcuq_constant_channel(cd + 4 * c); c++) {
         }
         if (c != c0) {
             run.channel_data = cd + 4 * c0;
-            product(&run, block, rows, k, w + c0 * k, c - c0, out + c0, stride);
+            product(&run, block, rows, k, w, c - c0, out + c0, stride);
+            w += (c - c0) * k;
         }
-        for (; c < n && cd[4 * c + 1] == 0 && cd[4 * c + 2] > 0; c++) {
-            const int8_t y = (int8_t)((cd[4 * c + 3] >> 1) + q->output_offset);
+        for (; c < n && mcuq_constant_channel(cd + 4 * c); c++) {
+            const int8_t y = mcuq_constant_output(cd + 4 * c, q->output_offset);
             for (r = 0; r < rows; r++) {
                 out[r * stride + c] = y;
             }

@@ -194,14 +194,17 @@ typedef struct {
 
 /* out[r * stride + c] for r < rows (1, or 4 * m: m consecutive 4-row blocks, see
  * mcuq_matmul_s8.c) and c < n: the k-element rows of `block` times the weight rows w[c][0 .. k)
- * (row stride k, any alignment), modulo 2^32 as TFLM's int32 accumulator, then requantized. */
+ * (row stride k, any alignment), modulo 2^32 as TFLM's int32 accumulator, then requantized.
+ * Constant channels (mcuq_constant_channel()) have no weight row: w holds the other channels'
+ * rows in order, and their outputs are mcuq_constant_output(). */
 void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows, int32_t k, const int8_t *w,
                     int32_t n, int8_t *out, int32_t stride);
 
 /* One chunk of a 4-row product over windows longer than a block: the block holds elements
  * k0 .. k0 + kc - 1 (kc a multiple of 4) of the rows, w points at element k0 of weight row 0
- * (row stride ldw); sums[4 * c + r] carry channel c's sums from chunk to chunk: the `first`
- * chunk starts from the bias, the `last` one writes the outputs as mcuq_matmul_s8() does. */
+ * (row stride ldw; constant channels have none); sums[4 * c + r] carry channel c's sums from
+ * chunk to chunk: the `first` chunk starts from the bias, the `last` one writes the outputs as
+ * mcuq_matmul_s8() does. */
 void mcuq_matmul_s8_chunk4(const mcuq_matmul_t *q, const uint32_t *block, int32_t kc, const int8_t *w,
                            int32_t ldw, int32_t n, int32_t *sums, int32_t first, int32_t last, int8_t *out,
                            int32_t stride);
@@ -304,6 +307,16 @@ static inline int32_t mcuq_requantize_fast(int32_t acc, int32_t m, int32_t r, in
     const uint32_t low = ((uint32_t)acc & UINT32_C(0x80000000)) ^ UINT32_C(0x40000000);
     const int64_t k = (int64_t)(h + (acc >> 31)) * INT64_C(4294967296) + (int64_t)low;
     return ((int32_t)((k + (int64_t)acc * m) >> 32) >> r) + output_offset;
+}
+
+/* 1 for a constant channel's channel_data row {0, 0, 1, 2 (y - output_offset)} (mcuq_kernels.h:
+ * an int8 CONV_2D filter holds no row for it). */
+static inline int32_t mcuq_constant_channel(const int32_t *cd) { return cd[1] == 0 && cd[2] > 0; }
+
+/* A constant channel's output y. */
+static inline int8_t mcuq_constant_output(const int32_t *cd, int32_t output_offset)
+{
+    return (int8_t)((cd[3] >> 1) + output_offset);
 }
 
 /* The same from a channel's whole channel_data row {b, M, r, h}, any r. */

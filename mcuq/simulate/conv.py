@@ -46,9 +46,10 @@ class ConvParams:
     tensor, which is constant or absent), ``shift_only`` (every multiplier is 2^30, so
     requantization needs no multiplication: mcuq.fixedpoint.requantize_pow2) and ``shifts_fast``
     (every channel_data row has r > 0 and M != 0: one 64-bit multiply-add requantizes each
-    channel, none is constant). An int8 CONV_2D channel whose filter row is all zero (a pruned
-    channel) outputs the same value y whatever the input: its row is constant_row(y) and the
-    firmware's matrix product stores y without computing its products.
+    channel, none is constant). A CONV_2D channel whose int8 filter row is all zero (a pruned
+    channel; the filter read by this node alone) outputs the same value y whatever the input:
+    its row is constant_row(y); pack leaves its filter row out of flash (mcuq.pack.prune_filters)
+    and the firmware stores y without computing anything.
     """
 
     batches: int
@@ -247,7 +248,7 @@ def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
     if x.dtype == "int8":
         rows = w.data.astype(np.int64).reshape(-1, oc).T if depthwise else w.data.astype(np.int64).reshape(oc, -1)
         sums = offsets[0] * rows.sum(1)
-        if not depthwise:
+        if not depthwise and w.dtype == "int8" and sum(t == w.index for n in graph.nodes for t in n.inputs) == 1:
             constant = (~rows.any(1), offsets[1], lo, hi)
     fast = _fast_path_data(bias, sums, m, s, constant)
     return ConvParams(
