@@ -10,7 +10,7 @@ import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from mcuq.boards import Board, all_boards, load_board
 from mcuq.errors import BoardFitError, CalibrationError, ModelError, UnsupportedOpError
 from mcuq.graphfile import load_graph
 from mcuq.ir import Graph, Op
-from mcuq.pack import render_sources, write_pack_dir
+from mcuq.pack import prune_filters, render_sources, write_pack_dir
 from mcuq.plan import ArenaPlan, check_plan, plan_arena
 from mcuq.quant import (DEFAULT_RANGE_METHOD, Budget, QuantReport, RangeMethod, Scheme, check_accumulators,
                         load_eval_data, plot_sqnr, quantize)
@@ -178,8 +178,11 @@ def to_integer(model: Model, options: QuantOptions, warn: Warn) -> IntegerModel:
     return IntegerModel(model, model.graph, options.scheme, None)
 
 
-def footprint(graph: Graph, plan: ArenaPlan) -> Footprint:
-    const = sum(t.nbytes for t in graph.tensors if t.is_const)
+def footprint(graph: Graph, plan: ArenaPlan, params: Sequence[Any] | None = None) -> Footprint:
+    """Arena and constant bytes; with the nodes' ``params``, filters as flash holds them (without
+    their constant channels' rows: mcuq.pack.prune_filters)."""
+    pruned = prune_filters(graph, params) if params is not None else {}
+    const = sum(pruned[t.index].nbytes if t.index in pruned else t.nbytes for t in graph.tensors if t.is_const)
     return Footprint(plan.size, const)
 
 
@@ -220,7 +223,7 @@ def pack(model_path: str | Path, board_name: str, out_dir: str | Path, options: 
     params = prepare_graph(integer.graph)
     plan = plan_arena(integer.graph)
     check_plan(integer.graph, plan)
-    fp = footprint(integer.graph, plan)
+    fp = footprint(integer.graph, plan, params)
     misfit = fp.misfit(board)
     if misfit:
         raise BoardFitError(f"{model.path}: {misfit}")
