@@ -364,12 +364,77 @@ static void window_taps(const mcuq_conv_params_t *p, const int8_t *input, const 
     }
 }
 
+/* ---- narrow images: fewer than 6 columns, so no run4 inside them ----------------------------
+ * A 3x3 layer with stride_w 1 and 4 or 5 output columns (SAME padding, pad_left 1) copies each
+ * input row once into a ring of three slots with a pad pixel on either side; its windows read
+ * the copies, so that pixels 0-3 of each output row are one run4 and pixel 4 one pixel3x3, edge
+ * columns included. Vertical runs (four pixels down a column) would write output rows ahead of
+ * input rows still to be read and break the overlap contract at mcuq.plan.min_shift (kws's
+ * depthwise outputs sit 640 bytes, two rows, below their inputs); the ring keeps raster order:
+ * a row is copied while the first window that reads it is computed, and read from the copy from
+ * then on. The ring lies in wbuf past the weights (no more stack): up to NARROW_MAX_C channels
+ * (in fours: rows are copied by words) it fits there. */
+#define NARROW_W 6
+#define NARROW_MAX_C 64
+/* the ring (at most 5 columns and 2 pad pixels) fits past the weights (18 words per 4 channels) */
+typedef char narrow_ring_check[3 * (NARROW_W + 1) * NARROW_MAX_C <= 4 * MCUQ_DSP_BLOCK_WORDS - 18 * NARROW_MAX_C
+                                   ? 1
+                                   : -1];
+
+/* n bytes (a multiple of 4) from src to dst. */
+static void copy_row(int8_t *dst, const int8_t *src, int32_t n)
+{
+    for (; n > 0; n -= 4, dst += 4, src += 4) {
+        mcuq_write_u32(dst, mcuq_read_u32(src));
+    }
+}
+
+/* Every output row of a narrow layer; st holds the chunk's weights and requantization (all
+ * channels), ring 3 slots of (input_w + 2) pixels. */
+static void __attribute__((noinline)) narrow_rows(const mcuq_conv_params_t *p, const int8_t *input,
+                                                  const int8_t *pad, int8_t *ring, run4_t *st, int8_t *out)
+{
+    const int32_t channels = p->input_c, slot = (p->input_w + 2) * channels, bytes = p->input_w * channels;
+    const int8_t *tap[9];
+    int32_t copied = 0; /* input rows (b * input_h + iy) copied so far; row r is in slot r % 3 */
+    int32_t b, oy, t, k;
+    memset(ring, -p->input_offset, (size_t)(3 * slot));
+    for (b = 0; b < p->batches; b++) {
+        for (oy = 0; oy < p->output_h; oy++, out += p->output_w * channels) {
+            for (t = 0; t < 3; t++) { /* window row t at column -1: a ring slot, or pad at step 0 */
+                const int32_t iy = oy * p->stride_h - p->pad_top + t, r = b * p->input_h + iy;
+                const int8_t *x = pad;
+                int32_t d = 0;
+                if (iy >= 0 && iy < p->input_h) {
+                    int8_t *copy = ring + r % 3 * slot;
+                    if (r >= copied) {
+                        copied = r + 1;
+                        copy_row(copy + channels, input + r * bytes, bytes);
+                    }
+                    x = copy;
+                    d = channels;
+                }
+                st->row[t].x = x;
+                st->row[t].d = d;
+                for (k = 0; k < 3; k++) { /* pixel 4's window: columns 3 to 5 */
+                    tap[3 * t + k] = x + (4 + k) * d;
+                }
+            }
+            st->out = out;
+            run4(st);
+            if (p->output_w > 4) {
+                pixel3x3(tap, st->w, st->cd, st->rq, 0, channels, out + 4 * channels);
+            }
+        }
+    }
+}
+
 /* Depth multiplier 1, at most MAX_TAPS taps and MCUQ_DSP_MAX_DEPTH channels, bias folded:
  * channel chunks whose unpacked weights fit the stack buffer, all pixels per chunk. 3x3 windows
  * with the int8 clamp and rq_fits (the models' layers: `fast`) run four neighbouring pixels
  * whose columns are inside the image through run4 (stride_w and dilation_w 1) and every other
- * pixel through pixel3x3; other layers
- * through pixel4. Channels past the last multiple of 4 go one by one. */
+ * pixel through pixel3x3 (narrow images: narrow_rows); other layers through pixel4. Channels
+ * past the last multiple of 4 go one by one. */
 static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     const int32_t full = p->act_min == -128 && p->act_max == 127;
@@ -380,9 +445,14 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
     const int32_t channels = p->input_c, taps = p->filter_h * p->filter_w;
     const int32_t all_groups = channels >> 2, chunk = MCUQ_DSP_BLOCK_WORDS / (2 * taps);
     const int32_t fast = full && p->filter_h == 3 && p->filter_w == 3 && rq_fits(p->channel_data, channels);
-    const int32_t runs = fast && p->stride_w == 1 && p->dilation_w == 1 && p->output_w >= 4 && p->input_w >= 6;
+    /* 1: runs inside the image; 2: a narrow image's, through narrow_rows */
+    const int32_t runs = !(fast && p->stride_w == 1 && p->dilation_w == 1 && p->output_w >= 4) ? 0
+                         : p->input_w >= NARROW_W                                              ? 1
+                         : p->dilation_h == 1 && channels <= NARROW_MAX_C && (channels & 3) == 0 ? 2
+                                                                                                 : 0;
     const int32_t span_h = 2 * p->dilation_h, span_w = 2 * p->dilation_w;
     const int32_t row = p->dilation_h * p->input_w * channels, d = p->dilation_w * channels;
+    run4_t st;
     int32_t g0, b, oy, ox, c, t;
     memset(pad, -p->input_offset, (size_t)channels);
     for (g0 = 0; g0 < all_groups; g0 += chunk) {
@@ -394,23 +464,26 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
         if (fast) {
             rq_fill(p->channel_data, p->output_offset, c0, end - c0, rq);
         }
+        st.w = wbuf;
+        st.cd = cd;
+        st.rq = rq;
+        st.step = channels;
+        st.wend = wbuf + 18 * groups;
+        if (runs == 2) {
+            narrow_rows(p, input, pad, (int8_t *)(wbuf + 18 * groups), &st, out);
+            continue;
+        }
         for (b = 0; b < p->batches; b++) {
             for (oy = 0; oy < p->output_h; oy++) {
                 const int32_t y0 = oy * p->stride_h - p->pad_top;
                 const int32_t rows_in = fast && y0 >= 0 && y0 + span_h < p->input_h;
                 const int8_t *in_row = rows_in ? input + (b * p->input_h + y0) * p->input_w * channels : input;
                 const int8_t *base[3]; /* the run's window rows at column 0: input rows, or pad */
-                run4_t st;
                 for (t = 0; t < 3 && runs; t++) {
                     const int32_t iy = y0 + t * p->dilation_h, in = iy >= 0 && iy < p->input_h;
                     base[t] = in ? input + (b * p->input_h + iy) * p->input_w * channels + c0 : pad + c0;
                     st.row[t].d = in ? channels : 0;
                 }
-                st.w = wbuf;
-                st.cd = cd;
-                st.rq = rq;
-                st.step = channels;
-                st.wend = wbuf + 18 * groups;
                 for (ox = 0; ox < p->output_w; ox++, out += channels) {
                     const int32_t x0 = ox * p->stride_w - p->pad_left;
                     const int32_t inside = rows_in && x0 >= 0 && x0 + span_w < p->input_w;
