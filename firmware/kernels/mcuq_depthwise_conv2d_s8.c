@@ -381,12 +381,15 @@ typedef char narrow_ring_check[3 * (NARROW_W + 1) * NARROW_MAX_C <= 4 * MCUQ_DSP
                                    ? 1
                                    : -1];
 
-/* n bytes (a multiple of 4) from src to dst. */
-static void copy_row(int8_t *dst, const int8_t *src, int32_t n)
+/* n bytes (a positive multiple of 4) from src to dst. */
+static void __attribute__((noinline)) copy_row(int8_t *dst, const int8_t *src, int32_t n)
 {
-    for (; n > 0; n -= 4, dst += 4, src += 4) {
+    const int8_t *const end = src + n;
+    do {
         mcuq_write_u32(dst, mcuq_read_u32(src));
-    }
+        dst += 4;
+        src += 4;
+    } while (src != end);
 }
 
 /* Every output row of a narrow layer; st holds the chunk's weights and requantization (all
