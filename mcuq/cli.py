@@ -43,6 +43,9 @@ class _Group(click.Group):
             sys.unraisablehook = lambda _: None  # finalizers of the interrupted work (a half-written .npz) stay quiet
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # the reader of stdout went away (`mcuq build DIR | head -1`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            sys.exit(128 + signal.SIGPIPE)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Exception as e:  # never a traceback for the user

@@ -125,6 +125,17 @@ def test_pack_writes_manifest_sources_and_sim_runs_the_directory(fc_file, tmp_pa
     assert np.array_equal(np.load(tmp_path / "a.npz")["out0"], np.load(tmp_path / "b.npz")["out0"])
 
 
+def test_a_closed_stdout_stops_quietly(fc_file):
+    """`mcuq inspect M | head -0`: the reader is gone before mcuq writes; it exits 141 (SIGPIPE's
+    code, as shell tools do) with nothing on stderr, no 'internal error'."""
+    env = {k: v for k, v in os.environ.items() if k != "MCUQ_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "mcuq", "inspect", str(fc_file)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before the interpreter has even started: mcuq's first write finds no reader
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and err == b"", (proc.returncode, err)
+
+
 def test_not_a_tflite(tmp_path):
     bad = tmp_path / "notes.tflite"
     bad.write_text("hello, this is not a model")
