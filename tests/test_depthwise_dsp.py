@@ -15,6 +15,7 @@ the emulated Cortex-M7 and M4 (run4's assembly).
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -102,6 +103,18 @@ def test_dsp_paths_match_simulator_on_host(c_dsp) -> None:
         status, got = run_c(c_dsp, case.graph, case.params, case.args)
         assert status == 0, f"{name}: status {status}"
         assert (msg := first_mismatch(name, k, got, case.expected)) is None, msg
+
+
+def test_narrow_image_with_other_padding_on_host(c_dsp) -> None:
+    """A narrow layer whose params pad 0 or 2 columns on the left (no TFLite padding gives that;
+    the kernel takes any) leaves the ring path: its windows reach past the ring's columns."""
+    name, source, case = next(g for g in generated() if g[0].startswith("narrow 25x5x64"))
+    for pad_left in (0, 2):
+        params = replace(case.params, pad_left=pad_left)
+        want = SIMULATOR[Op.DEPTHWISE_CONV_2D][1](params, case.args)
+        status, got = run_c(c_dsp, case.graph, params, case.args)
+        assert status == 0, f"{name} pad_left {pad_left}: status {status}"
+        assert (msg := first_mismatch(f"{name} pad_left {pad_left}", 0, got, want)) is None, msg
 
 
 def test_narrow_ring_runs_overlapped_at_min_shift(c_dsp) -> None:

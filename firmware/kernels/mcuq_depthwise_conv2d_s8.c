@@ -392,15 +392,18 @@ static void __attribute__((noinline)) copy_row(int8_t *dst, const int8_t *src, i
     } while (src != end);
 }
 
-/* Every output row of a narrow layer; st holds the chunk's weights and requantization (all
- * channels), ring 3 slots of (input_w + 2) pixels. */
-static void __attribute__((noinline)) narrow_rows(const mcuq_conv_params_t *p, const int8_t *input,
-                                                  const int8_t *pad, int8_t *ring, run4_t *st, int8_t *out)
+/* Every output row of a narrow layer (0 when its padding is not SAME's: nothing done); st holds
+ * the chunk's weights and requantization (all channels), ring 3 slots of (input_w + 2) pixels. */
+static int32_t __attribute__((noinline)) narrow_rows(const mcuq_conv_params_t *p, const int8_t *input,
+                                                     const int8_t *pad, int8_t *ring, run4_t *st, int8_t *out)
 {
     const int32_t channels = p->input_c, slot = (p->input_w + 2) * channels, bytes = p->input_w * channels;
     const int8_t *tap[9];
     int32_t copied = 0; /* input rows (b * input_h + iy) copied so far; row r is in slot r % 3 */
     int32_t b, oy, t, k;
+    if (p->pad_left != 1 || p->output_w > p->input_w) { /* windows past the ring's columns */
+        return 0;
+    }
     memset(ring, -p->input_offset, (size_t)(3 * slot));
     for (b = 0; b < p->batches; b++) {
         for (oy = 0; oy < p->output_h; oy++, out += p->output_w * channels) {
@@ -430,6 +433,7 @@ static void __attribute__((noinline)) narrow_rows(const mcuq_conv_params_t *p, c
             }
         }
     }
+    return 1;
 }
 
 /* Depth multiplier 1, at most MAX_TAPS taps and MCUQ_DSP_MAX_DEPTH channels, bias folded:
@@ -472,8 +476,7 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
         st.rq = rq;
         st.step = channels;
         st.wend = wbuf + 18 * groups;
-        if (runs == 2) {
-            narrow_rows(p, input, pad, (int8_t *)(wbuf + 18 * groups), &st, out);
+        if (runs == 2 && narrow_rows(p, input, pad, (int8_t *)(wbuf + 18 * groups), &st, out)) {
             continue;
         }
         for (b = 0; b < p->batches; b++) {
