@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pytest
 
 from kernels_ffi import INCLUDE, KERNELS
 from mcuq.boards import load_board
@@ -222,3 +224,13 @@ def run_image(elf: Path, board_name: str, count: int, timeout: float = 120.0) ->
     if len(results) != count:
         raise AssertionError(f"{elf}: {len(results)} of {count} cases reported; last lines {lines[-3:]}")
     return results
+
+
+def assert_bit_exact_on(board_name: str, named: Sequence[tuple[str, TargetCase]], work: Path) -> None:
+    """Run the (name, case) pairs in one image on the board: each must return 0 with every output
+    byte equal, or the assertion names the first that does not; skipped without the tools."""
+    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
+        pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
+    results = run_image(build_image([c for _, c in named], board_name, work), board_name, len(named))
+    for (name, _), res in zip(named, results):
+        assert res.status == 0 and res.first_bad < 0, f"{board_name} {name}: status {res.status}, byte {res.first_bad}"

@@ -14,12 +14,10 @@ host twins, and the emulated Cortex-M7 and M4.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
-from kernel_target import TargetCase, build_image, run_image
+from kernel_target import TargetCase, assert_bit_exact_on
 from kernels_ffi import CParams, ptr
 from mcuq.ir import Op
 from mcuq.pack import prune_filters, unpruned_filter
@@ -124,10 +122,5 @@ def test_constant_channels_match_simulator(build: str, request) -> None:
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_constant_channels_bit_exact_on_emulator(board: str, tmp_path) -> None:
     """The assembly and C twins as the core runs them."""
-    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
-        pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
-    runs = cases()
-    elf = build_image([TargetCase(case.graph, params, args, want) for _, case, params, args, want, _ in runs],
-                      board, tmp_path)
-    for (k, *_), res in zip(runs, run_image(elf, board, len(runs))):
-        assert res.status == 0 and res.first_bad < 0, f"{board} case {k}: status {res.status}, byte {res.first_bad}"
+    assert_bit_exact_on(board, [(f"case {k}", TargetCase(case.graph, params, args, want))
+                                for k, case, params, args, want, _ in cases()], tmp_path)

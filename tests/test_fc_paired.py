@@ -14,12 +14,10 @@ every input at -128.
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
-from kernel_target import TargetCase, build_image, run_image
+from kernel_target import TargetCase, assert_bit_exact_on
 from mcuq.ir import Op
 from kernels_ffi import CParams, ptr
 from mcuq.pack import PAIR_ROW_BOUND, node_kernel, pair_filters, paired_filter, unpaired_filter
@@ -137,10 +135,5 @@ def test_paired_kernel_matches_simulator(build: str, request) -> None:
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_paired_kernel_bit_exact_on_emulator(board: str, tmp_path) -> None:
     """The assembly (four-row sets) and its C twin as the board's core compiles them."""
-    if shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None:
-        pytest.skip("arm-none-eabi-gcc and qemu-system-arm are needed")
-    cases = paired_cases(CASES, 3)
-    elf = build_image([TargetCase(case.graph, params, stored, want, KERNEL) for _, case, params, stored, want in cases],
-                      board, tmp_path)
-    for (k, case, *_), res in zip(cases, run_image(elf, board, len(cases))):
-        assert res.status == 0 and res.first_bad < 0, f"{board} case {k}: status {res.status}, byte {res.first_bad}"
+    assert_bit_exact_on(board, [(f"case {k}", TargetCase(case.graph, params, stored, want, KERNEL))
+                                for k, case, params, stored, want in paired_cases(CASES, 3)], tmp_path)
