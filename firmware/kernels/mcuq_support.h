@@ -90,6 +90,19 @@ static inline int32_t mcuq_smlatt(uint32_t a, uint32_t b, int32_t acc)
 }
 #endif
 
+/* SMMLAR: the top word of acc * 2^32 + a * b + 2^31 (modulo 2^64). */
+static inline int32_t mcuq_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+#if defined(__ARM_FEATURE_DSP)
+    int32_t y;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(y) : "r"(a), "r"(b), "r"(acc));
+    return y;
+#else
+    const uint64_t s = ((uint64_t)(uint32_t)acc << 32) + (uint64_t)((int64_t)a * b) + UINT64_C(0x80000000);
+    return mcuq_wrap32((uint32_t)(s >> 32));
+#endif
+}
+
 /* x saturated to the int8 range (SSAT #8). */
 static inline int32_t mcuq_ssat8(int32_t x)
 {
