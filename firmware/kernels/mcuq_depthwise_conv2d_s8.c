@@ -78,22 +78,6 @@ static inline int8_t out1(const int32_t *cd, int32_t sum, int32_t zp, int32_t lo
     return (int8_t)y;
 }
 
-#if defined(__ARM_FEATURE_DSP)
-/* SMMLAR: the top word of acc * 2^32 + a * b + 2^31 (modulo 2^64). */
-static inline int32_t smmlar(int32_t a, int32_t b, int32_t acc)
-{
-    int32_t y;
-    __asm__("smmlar %0, %1, %2, %3" : "=r"(y) : "r"(a), "r"(b), "r"(acc));
-    return y;
-}
-#else
-static inline int32_t smmlar(int32_t a, int32_t b, int32_t acc)
-{
-    const uint64_t s = ((uint64_t)(uint32_t)acc << 32) + (uint64_t)((int64_t)a * b) + UINT64_C(0x80000000);
-    return mcuq_wrap32((uint32_t)(s >> 32));
-}
-#endif
-
 /* The 3x3 paths requantize with SMMLAR. For channel_data {b, M, r, h} (r > 0) and a = b + sum,
  * mcuq_requantize_fast(a) = floor((h 2^32 + 2^30 - 2^31 [a < 0] + a M) / 2^(32 + r)) + zp
  *                         = (SMMLAR(2a, M, 2h + zp 2^(r + 1)) - [a < 0]) >> (r + 1)
@@ -132,7 +116,7 @@ static void rq_fill(const int32_t *channel_data, int32_t zp, int32_t c0, int32_t
 #define RQ_OUT(o, s2, b2, h2, m, r)                                                                 \
     do {                                                                                            \
         const int32_t t_ = mcuq_add_wrap(b2, s2);                                                   \
-        (o) = (int8_t)mcuq_ssat8((smmlar(t_, m, h2) + (t_ >> 31)) >> ((r) + 1));                    \
+        (o) = (int8_t)mcuq_ssat8((mcuq_smmlar(t_, m, h2) + (t_ >> 31)) >> ((r) + 1));                    \
     } while (0)
 
 /* o0 = the output of channel j (a constant) of channel_data rows cd and rq pairs rq, from twice
