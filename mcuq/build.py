@@ -137,6 +137,13 @@ def linker_script(board: Board, flash_bytes: int | None = None, ram_bytes: int |
         stack_bytes=STACK_BYTES)
 
 
+def fallback_defines(manifest: dict) -> tuple[str, ...]:
+    """-DMCUQ_PLAIN_<KERNEL>=0 for each kernel whose plain-C fallback no layer of the model needs
+    on a DSP core (pack's plain_fallbacks); the kernels keep it unless told so."""
+    return tuple(f"-D{kernel.upper().replace('MCUQ_', 'MCUQ_PLAIN_', 1)}=0"
+                 for kernel, needed in manifest.get("plain_fallbacks", {}).items() if not needed)
+
+
 def read_manifest(pack_dir: Path) -> dict:
     path = pack_dir / "manifest.json"
     if not path.is_file():
@@ -159,9 +166,10 @@ def build(pack_dir: str | Path, board: str | None = None, progress: Progress | N
     if optimize not in OPTIMIZE:
         raise McuqError(f"--optimize {optimize}: choose one of {', '.join(OPTIMIZE)}")
     pack_dir = Path(pack_dir).resolve()
-    b = load_board(board or read_manifest(pack_dir)["board"])
+    manifest = read_manifest(pack_dir)
+    b = load_board(board or manifest["board"])
     gcc = toolchain()
-    flags = (*b.cflags, *CFLAGS, *board_defines(b), *include_dirs(pack_dir))
+    flags = (*b.cflags, *CFLAGS, *board_defines(b), *include_dirs(pack_dir), *fallback_defines(manifest))
     srcs = sources(pack_dir, b)
     total = len(srcs) + 1  # compiles, then the link
     if progress:

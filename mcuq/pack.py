@@ -92,6 +92,36 @@ def kernel_macros(graph: Graph) -> str:
     return "\n".join(f"#define MCUQ_USE_{k} {int(k in used)}" for k in KERNELS)
 
 
+DSP_MAX_DEPTH = 640  # MCUQ_DSP_MAX_DEPTH (firmware/kernels/mcuq_support.h)
+DW_MAX_TAPS = 25  # MAX_TAPS of the depthwise DSP path (firmware/kernels/mcuq_depthwise_conv2d_s8.c)
+
+
+def takes_dsp_path(kernel: str, p: Any) -> bool:
+    """Whether ``kernel`` runs a node with params ``p`` on its DSP path on a core with the DSP
+    extension: the conditions at the end of the kernel's C file, which falls back to plain C."""
+    if kernel == "mcuq_conv2d_s8":
+        return p.groups == 1 and p.filter_h * p.filter_w * p.input_c <= DSP_MAX_DEPTH and p.bias_folded
+    if kernel == "mcuq_depthwise_conv2d_s8":
+        return (p.depth_multiplier == 1 and p.filter_h * p.filter_w <= DW_MAX_TAPS and p.input_c <= DSP_MAX_DEPTH
+                and p.bias_folded)
+    return p.depth <= 2 * DSP_MAX_DEPTH and p.bias_folded  # mcuq_fully_connected_s8
+
+
+PLAIN_FALLBACKS = ("mcuq_conv2d_s8", "mcuq_depthwise_conv2d_s8", "mcuq_fully_connected_s8")
+
+
+def plain_fallbacks(graph: Graph, params: Sequence[Any]) -> dict[str, bool]:
+    """Per kernel with a DSP path and a plain-C fallback: whether a node of the graph needs the
+    fallback on a DSP core. `mcuq build` passes -DMCUQ_PLAIN_<KERNEL>=0 for those that do not,
+    so the fallback is not linked (about 1 KB on kws and vww)."""
+    need = dict.fromkeys(PLAIN_FALLBACKS, False)
+    for node, p in zip(graph.nodes, params):
+        kernel = node_kernel(graph, node)
+        if kernel in need and not takes_dsp_path(kernel, p):
+            need[kernel] = True
+    return need
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedSources:
     """The generated C text."""

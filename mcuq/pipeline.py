@@ -19,7 +19,7 @@ from mcuq.boards import Board, all_boards, load_board
 from mcuq.errors import BoardFitError, CalibrationError, ModelError, UnsupportedOpError
 from mcuq.graphfile import load_graph
 from mcuq.ir import Graph, Op
-from mcuq.pack import prune_filters, render_sources, write_pack_dir
+from mcuq.pack import plain_fallbacks, prune_filters, render_sources, write_pack_dir
 from mcuq.plan import ArenaPlan, check_plan, plan_arena
 from mcuq.quant import (DEFAULT_RANGE_METHOD, Budget, QuantReport, RangeMethod, Scheme, check_accumulators,
                         load_eval_data, plot_sqnr, quantize)
@@ -236,6 +236,7 @@ def pack(model_path: str | Path, board_name: str, out_dir: str | Path, options: 
         "scheme": str(integer.scheme),
         "arena_bytes": plan.size,
         "weight_bytes": fp.const_bytes,
+        "plain_fallbacks": plain_fallbacks(integer.graph, params),
         "inputs": [_io(t) for t in integer.graph.input_tensors()],
         "outputs": [_io(t) for t in integer.graph.output_tensors()],
     }

@@ -62,11 +62,11 @@ def _cdef() -> str:
     return f"#define MCUQ_MAX_DIMS ...\n{text}"
 
 
-def build(tmp: Path, sanitize: bool = False, dsp: bool = False) -> tuple[cffi.FFI, Any]:
+def build(tmp: Path, sanitize: bool = False, dsp: bool = False, defines: tuple[str, ...] = ()) -> tuple[cffi.FFI, Any]:
     """Compile every kernel (strict flags; with UBSan if ``sanitize``; with the DSP-extension
-    paths over the portable intrinsic twins if ``dsp``) and the wrapper module in ``tmp``;
-    return (ffi, lib)."""
-    extra = (UBSAN if sanitize else []) + (["-DMCUQ_DSP_EMULATED"] if dsp else [])
+    paths over the portable intrinsic twins if ``dsp``; with the -D flags ``defines``) and the
+    wrapper module in ``tmp``; return (ffi, lib)."""
+    extra = (UBSAN if sanitize else []) + (["-DMCUQ_DSP_EMULATED"] if dsp else []) + list(defines)
     objects = tmp / "objects"
     objects.mkdir(parents=True, exist_ok=True)
     sources = sorted(KERNELS.glob("*.c"))
@@ -75,7 +75,8 @@ def build(tmp: Path, sanitize: bool = False, dsp: bool = False) -> tuple[cffi.FF
     wrappers = [_wrapper(name, *spec) for name, spec in _WRAPPERS.items()]
     ffi = cffi.FFI()
     ffi.cdef(_cdef() + "\n" + "\n".join(d for d, _ in wrappers))
-    name = "_mcuq_kernels" + ("_ubsan" if sanitize else "") + ("_dsp" if dsp else "") + "_host"
+    name = ("_mcuq_kernels" + ("_ubsan" if sanitize else "") + ("_dsp" if dsp else "") + ("_d" if defines else "")
+            + "_host")
     ffi.set_source(
         name,
         '#include "mcuq_kernels.h"\n#include "mcuq_requantize.h"\n#include "mcuq_support.h"\n' + _HELPERS

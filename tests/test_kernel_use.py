@@ -6,6 +6,7 @@ kernels."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -131,3 +132,9 @@ def test_firmware_links_only_the_model_kernels(name, tmp_path):
     linked = {s for s in re.findall(r" [Tt] (mcuq_\w+)$", nm, re.M) if s in KERNELS}
     assert linked == {node_kernel(graph, n) for n in graph.nodes}
     assert 0 < result.code_used < result.flash_used
+    # the plain-C fallbacks of the linked kernels: only where pack says a layer needs one
+    plain = {"mcuq_conv2d_s8": "conv_plain", "mcuq_depthwise_conv2d_s8": "depthwise_plain",
+             "mcuq_fully_connected_s8": "fully_connected_plain"}
+    needed = json.loads((out / "manifest.json").read_text())["plain_fallbacks"]
+    for kernel in linked & set(plain):
+        assert (re.search(rf" [Tt] {plain[kernel]}$", nm, re.M) is not None) == needed[kernel], kernel

@@ -23,6 +23,7 @@ from mcuq.boards import all_boards
 from mcuq.errors import UnsupportedOpError
 from mcuq.fixedpoint import mbqm, requantize_pow2
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
+from mcuq.pack import PLAIN_FALLBACKS, node_kernel, takes_dsp_path
 from mcuq.simulate import nonlinear
 from mcuq.simulate.common import output_size_and_padding
 from mcuq.simulate.conv import channel_data, mbqm64
@@ -721,6 +722,38 @@ def test_dsp_paths_have_no_undefined_behaviour(tmp_path_factory, capfd) -> None:
 
 
 # ---- on the emulated boards ---------------------------------------------------------------------
+
+def test_pack_knows_which_layers_need_the_plain_fallbacks(tmp_path) -> None:
+    """mcuq.pack.takes_dsp_path mirrors the kernels' choice: built with every plain fallback left
+    out (-DMCUQ_PLAIN_<KERNEL>=0, as `mcuq build` does when pack says no layer needs one), the
+    DSP twins run exactly the cases pack says take the DSP path (equal to the simulator) and
+    refuse the others with MCUQ_ERR_UNSUPPORTED; both kinds occur for every kernel."""
+    lib = build(tmp_path, dsp=True, defines=tuple(f"-D{k.upper().replace('MCUQ_', 'MCUQ_PLAIN_', 1)}=0"
+                                                  for k in PLAIN_FALLBACKS))
+    gens = {**GENERATORS, **WIDE_GENERATORS}
+    for kernel in PLAIN_FALLBACKS:
+        base = kernel.removeprefix("mcuq_")
+        seen = set()
+        for name in (base, base + "_wide"):
+            rng = np.random.default_rng([7, sorted(gens).index(name)])
+            for k in range(CASES):
+                case = gens[name](Builder(rng, pow2_case(name, k)), k)
+                node = case.graph.nodes[0]
+                prepare, evaluate = SIMULATOR[node.op]
+                params = prepare(case.graph, node)
+                if node_kernel(case.graph, node) != kernel:
+                    continue
+                dsp = takes_dsp_path(kernel, params)
+                seen.add(dsp)
+                args = node_args(case)
+                status, got = run_c(lib, case.graph, params, args)
+                if dsp:
+                    assert status == 0, f"{name} case {k}: pack says DSP path, kernel says {status}"
+                    assert (msg := first_mismatch(name, k, got, evaluate(params, args))) is None, msg
+                else:
+                    assert status == -3, f"{name} case {k}: pack says plain fallback, kernel says {status}"
+        assert seen == {True, False}, (kernel, seen)
+
 
 TARGET_KERNELS = ("conv2d_s8", "conv2d_s8_wide", "depthwise_conv2d_s8", "depthwise_conv2d_s8_wide",
                   "fully_connected_s8", "fully_connected_s8_wide", "add_s8", "add_s8_wide", "conv2d_s16",

@@ -5,6 +5,14 @@
 #include "mcuq_requantize.h"
 #include "mcuq_support.h"
 
+/* `mcuq build` passes MCUQ_PLAIN_CONV2D_S8=0 when no layer of the model needs conv_plain() on a DSP
+ * core (mcuq.pack.plain_fallbacks); then it is left out. */
+#ifndef MCUQ_PLAIN_CONV2D_S8
+#define MCUQ_PLAIN_CONV2D_S8 1
+#endif
+#define PLAIN (!MCUQ_DSP || MCUQ_PLAIN_CONV2D_S8)
+
+#if PLAIN
 /* sum of w[i] * (x[i] + input_offset) over n contiguous channels, wrapping modulo 2^32: the
  * inner loop a DSP (SMLAD) path replaces. */
 static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t input_offset)
@@ -16,6 +24,7 @@ static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t inpu
     }
     return acc;
 }
+#endif
 
 #if MCUQ_DSP
 #if defined(__GNUC__) && !defined(__clang__)
@@ -444,6 +453,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
 }
 #endif
 
+#if PLAIN
 /* mcuq_conv2d_s8() past its DSP path, or all of it on cores without one. */
 static MCUQ_PLAIN_FALLBACK mcuq_status_t conv_plain(const mcuq_conv_params_t *p, const int8_t *input,
                                                     const int8_t *filter, const int32_t *bias, int8_t *output)
@@ -492,6 +502,7 @@ static MCUQ_PLAIN_FALLBACK mcuq_status_t conv_plain(const mcuq_conv_params_t *p,
     }
     return MCUQ_OK;
 }
+#endif
 
 mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter,
                              const int32_t *bias, int8_t *output)
@@ -506,5 +517,9 @@ mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, c
         return MCUQ_OK;
     }
 #endif
+#if PLAIN
     return conv_plain(p, input, filter, bias, output);
+#else
+    return MCUQ_ERR_UNSUPPORTED; /* pack said no layer gets here */
+#endif
 }

@@ -6,6 +6,13 @@
 #include "mcuq_requantize.h"
 #include "mcuq_support.h"
 
+/* `mcuq build` passes MCUQ_PLAIN_DEPTHWISE_CONV2D_S8=0 when no layer of the model needs depthwise_plain() on a DSP
+ * core (mcuq.pack.plain_fallbacks); then it is left out. */
+#ifndef MCUQ_PLAIN_DEPTHWISE_CONV2D_S8
+#define MCUQ_PLAIN_DEPTHWISE_CONV2D_S8 1
+#endif
+#define PLAIN (!MCUQ_DSP || MCUQ_PLAIN_DEPTHWISE_CONV2D_S8)
+
 #if MCUQ_DSP
 #define MAX_TAPS 25 /* windows up to 5x5 (and 1xN, Nx1 up to 25 taps) take the DSP path */
 
@@ -526,6 +533,7 @@ static void depthwise_dsp(const mcuq_conv_params_t *p, const int8_t *input, cons
 }
 #endif
 
+#if PLAIN
 /* mcuq_depthwise_conv2d_s8() past its DSP path, or all of it on cores without one. */
 static MCUQ_PLAIN_FALLBACK mcuq_status_t depthwise_plain(const mcuq_conv_params_t *p, const int8_t *input,
                                                          const int8_t *filter, const int32_t *bias, int8_t *output)
@@ -566,6 +574,7 @@ static MCUQ_PLAIN_FALLBACK mcuq_status_t depthwise_plain(const mcuq_conv_params_
     }
     return MCUQ_OK;
 }
+#endif
 
 mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input,
                                        const int8_t *filter, const int32_t *bias, int8_t *output)
@@ -580,5 +589,9 @@ mcuq_status_t mcuq_depthwise_conv2d_s8(const mcuq_conv_params_t *p, const int8_t
         return MCUQ_OK;
     }
 #endif
+#if PLAIN
     return depthwise_plain(p, input, filter, bias, output);
+#else
+    return MCUQ_ERR_UNSUPPORTED; /* pack said no layer gets here */
+#endif
 }

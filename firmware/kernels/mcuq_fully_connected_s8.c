@@ -5,6 +5,14 @@
 #include "mcuq_requantize.h"
 #include "mcuq_support.h"
 
+/* `mcuq build` passes MCUQ_PLAIN_FULLY_CONNECTED_S8=0 when no layer of the model needs fully_connected_plain() on a DSP
+ * core (mcuq.pack.plain_fallbacks); then it is left out. */
+#ifndef MCUQ_PLAIN_FULLY_CONNECTED_S8
+#define MCUQ_PLAIN_FULLY_CONNECTED_S8 1
+#endif
+#define PLAIN (!MCUQ_DSP || MCUQ_PLAIN_FULLY_CONNECTED_S8)
+
+#if PLAIN
 /* sum of (w[i] + filter_offset) * (x[i] + input_offset), wrapping modulo 2^32: the inner loop
  * a DSP (SMLAD) path replaces. */
 static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t input_offset, int32_t filter_offset)
@@ -16,6 +24,7 @@ static uint32_t dot_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t inpu
     }
     return acc;
 }
+#endif
 
 #if MCUQ_DSP
 /* filter_offset * sum of a row's inputs, the part of the offsets that depends on the input. */
@@ -55,6 +64,7 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
 }
 #endif
 
+#if PLAIN
 /* mcuq_fully_connected_s8() past its DSP path, or all of it on cores without one. */
 static MCUQ_PLAIN_FALLBACK mcuq_status_t fully_connected_plain(const mcuq_fully_connected_params_t *p,
                                                                 const int8_t *input, const int8_t *filter,
@@ -76,6 +86,7 @@ static MCUQ_PLAIN_FALLBACK mcuq_status_t fully_connected_plain(const mcuq_fully_
     }
     return MCUQ_OK;
 }
+#endif
 
 mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, const int8_t *input,
                                       const int8_t *filter, const int32_t *bias, int8_t *output)
@@ -89,5 +100,9 @@ mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, co
         return MCUQ_OK;
     }
 #endif
+#if PLAIN
     return fully_connected_plain(p, input, filter, bias, output);
+#else
+    return MCUQ_ERR_UNSUPPORTED; /* pack said no layer gets here */
+#endif
 }
