@@ -453,6 +453,22 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
 }
 #endif
 
+#if MCUQ_MVE
+/* 1x1 at stride 1 on Helium cores: the pixels are the rows of the matrix product, read in place. */
+static void conv_1x1_mve(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
+{
+    mcuq_matmul_t q;
+    q.channel_data = p->channel_data;
+    q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
+    q.output_offset = p->output_offset;
+    q.act_min = p->act_min;
+    q.act_max = p->act_max;
+    q.shifts_fast = p->shifts_fast;
+    mcuq_matmul_s8_mve(&q, input, p->batches * p->output_h * p->output_w, p->input_c, filter, p->output_c, output,
+                       p->output_c);
+}
+#endif
+
 #if PLAIN
 /* mcuq_conv2d_s8() past its DSP path, or all of it on cores without one. */
 static MCUQ_PLAIN_FALLBACK mcuq_status_t conv_plain(const mcuq_conv_params_t *p, const int8_t *input,
@@ -510,6 +526,13 @@ mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, c
     if (p->accumulator_bits != 32 || p->groups <= 0 || p->input_c % p->groups || p->output_c % p->groups) {
         return MCUQ_ERR_PARAMS;
     }
+#if MCUQ_MVE
+    if (p->groups == 1 && p->filter_h == 1 && p->filter_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+        (p->bias_folded || bias == NULL)) {
+        conv_1x1_mve(p, input, filter, output);
+        return MCUQ_OK;
+    }
+#endif
 #if MCUQ_DSP
     if (p->groups == 1 && p->filter_h * p->filter_w * p->input_c <= MCUQ_DSP_MAX_DEPTH &&
         (p->bias_folded || bias == NULL)) {

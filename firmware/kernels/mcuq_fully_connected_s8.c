@@ -41,11 +41,14 @@ static int32_t filter_offset_term(const mcuq_fully_connected_params_t *p, const 
     return mcuq_wrap32(sum * (uint32_t)p->filter_offset);
 }
 
-/* Input rows one at a time (a 1-row column block), times every filter row. */
+/* Input rows one at a time (a 1-row column block; on Helium cores the row itself), times every
+ * filter row. */
 static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const int8_t *input, const int8_t *filter,
                                 int8_t *output)
 {
+#if !MCUQ_MVE
     uint32_t block[MCUQ_DSP_BLOCK_WORDS];
+#endif
     const int32_t k = p->depth, n = p->units;
     int32_t b;
     mcuq_matmul_t q;
@@ -56,10 +59,15 @@ static void fully_connected_dsp(const mcuq_fully_connected_params_t *p, const in
     q.shifts_fast = p->shifts_fast;
     q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     for (b = 0; b < p->batches; b++, input += k, output += n) {
+#if MCUQ_MVE
+        q.row_bias[0] = filter_offset_term(p, input);
+        mcuq_matmul_s8_mve(&q, input, 1, k, filter, n, output, n);
+#else
         mcuq_block_clear_tail(block, 1, k);
         mcuq_block_put(block, 1, 0, 0, input, k);
         q.row_bias[0] = filter_offset_term(p, input);
         mcuq_matmul_s8(&q, block, 1, k, filter, n, output, n);
+#endif
     }
 }
 #endif
@@ -95,7 +103,8 @@ mcuq_status_t mcuq_fully_connected_s8(const mcuq_fully_connected_params_t *p, co
         return MCUQ_ERR_PARAMS;
     }
 #if MCUQ_DSP
-    if (p->depth <= 2 * MCUQ_DSP_MAX_DEPTH && (p->bias_folded || bias == NULL)) { /* 1 row: 2 words per 4 inputs */
+    /* 1 row: 2 words per 4 inputs (Helium: the row in place, any depth) */
+    if ((MCUQ_MVE || p->depth <= 2 * MCUQ_DSP_MAX_DEPTH) && (p->bias_folded || bias == NULL)) {
         fully_connected_dsp(p, input, filter, output);
         return MCUQ_OK;
     }

@@ -25,6 +25,15 @@
 #define MCUQ_DSP 0
 #endif
 
+/* MCUQ_MVE is 1 when the compiler targets Helium (__ARM_FEATURE_MVE: Cortex-M55), whose integer
+ * vector instructions the int8 matrix product of 1x1 CONV_2D and FULLY_CONNECTED uses
+ * (mcuq_matmul_s8_mve.c); Helium cores have the DSP extension too. */
+#if defined(__ARM_FEATURE_MVE) && defined(__ARM_FEATURE_DSP)
+#define MCUQ_MVE 1
+#else
+#define MCUQ_MVE 0
+#endif
+
 /* The plain C loops of the kernels with a DSP path: on DSP cores they run only for layers past the
  * DSP paths' bounds, so there they are built cold (for size, out of line); elsewhere they are the
  * kernel. */
@@ -221,6 +230,15 @@ void mcuq_matmul_s8(const mcuq_matmul_t *q, const uint32_t *block, int32_t rows,
 void mcuq_matmul_s8_chunk4(const mcuq_matmul_t *q, const uint32_t *block, int32_t kc, const int8_t *w,
                            int32_t ldw, int32_t n, int32_t *sums, int32_t first, int32_t last, int8_t *out,
                            int32_t stride);
+
+#if MCUQ_MVE
+/* out[r * stride + c] for r < rows, c < n: the int8 rows x[r][0 .. k) (row r at x + r * k, any
+ * alignment) times the weight rows w[c][0 .. k) (row stride k), plus row_bias[0] in every row,
+ * then requantized as mcuq_matmul_s8() does (constant channels have no weight row). Rows go in
+ * runs of four, each run's every channel before the next run (the overlap contract). */
+void mcuq_matmul_s8_mve(const mcuq_matmul_t *q, const int8_t *x, int32_t rows, int32_t k, const int8_t *w,
+                        int32_t n, int8_t *out, int32_t stride);
+#endif
 #endif /* MCUQ_DSP */
 
 /* A walk over an MCUQ_MAX_DIMS-D index (last axis fastest) tracking two linear offsets. */

@@ -1,0 +1,182 @@
+/* The int8 matrix product of 1x1 CONV_2D and FULLY_CONNECTED on Helium (MVE) cores: int8 input
+ * rows read in place (no column block) times int8 weight rows, 16 products per VMLAVA.S8 (that
+ * is VMLADAVA) into a 32-bit sum, modulo 2^32 like TFLM's int32 accumulator (the input offset
+ * is in channel_data's bias). The dot loops are short inline assembly: a tail-predicated
+ * low-overhead loop (WLSTP.8 / LETP) runs k elements in ceil(k / 16) turns, its last turn
+ * loading and adding only the lanes left (inactive lanes read no memory), one loop instruction
+ * a turn; GCC 12 neither forms such loops nor keeps the pointers in registers at -Os.
+ *
+ * Four rows (a run of four pixels) share one weight vector: their four sums of one channel then
+ * requantize as one vector (VQRDMULH is TFLM's saturating rounding doubling high multiply; its
+ * rounding divide by 2^e is VRSHL after subtracting 1 from negative values) and go out with one
+ * scatter store. A single row (FULLY_CONNECTED, leftover pixels) takes four weight rows per
+ * input vector and requantizes each sum from its channel_data row. */
+#include "mcuq_support.h"
+
+#if MCUQ_MVE
+#include <arm_mve.h>
+
+/* Sums of the four rows x, x + ldx, x + 2 ldx, x + 3 ldx times the weight row w over k > 0
+ * elements, each starting from b, as one vector. */
+static inline __attribute__((always_inline)) int32x4_t dot_4x1(const int8_t *x, int32_t ldx, const int8_t *w,
+                                                               int32_t k, int32_t b)
+{
+    const int8_t *x1 = x + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
+    int32_t a0 = b, a1 = b, a2 = b, a3 = b;
+    int32x4_t s = vdupq_n_s32(0);
+    __asm__("wlstp.8 lr, %[k], 2f\n\t"
+            "1:\n\t"
+            "vldrb.8   q0, [%[w]], #16\n\t"
+            "vldrb.8   q1, [%[x0]], #16\n\t"
+            "vmlava.s8 %[a0], q1, q0\n\t"
+            "vldrb.8   q1, [%[x1]], #16\n\t"
+            "vmlava.s8 %[a1], q1, q0\n\t"
+            "vldrb.8   q1, [%[x2]], #16\n\t"
+            "vmlava.s8 %[a2], q1, q0\n\t"
+            "vldrb.8   q1, [%[x3]], #16\n\t"
+            "vmlava.s8 %[a3], q1, q0\n\t"
+            "letp      lr, 1b\n\t"
+            "2:\n\t"
+            : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [x0] "+r"(x), [x1] "+r"(x1),
+              [x2] "+r"(x2), [x3] "+r"(x3), [w] "+r"(w)
+            : [k] "r"(k)
+            : "lr", "q0", "q1", "memory");
+    s = vsetq_lane_s32(a0, s, 0);
+    s = vsetq_lane_s32(a1, s, 1);
+    s = vsetq_lane_s32(a2, s, 2);
+    return vsetq_lane_s32(a3, s, 3);
+}
+
+/* a[j] += x[0 .. k) . w[j][0 .. k) (k > 0) for weight rows w[j] = w + min(j, m - 1) * k, m in
+ * 1 .. 4 (a last group of m < 4 channels reads its last row again for the missing ones). */
+static inline __attribute__((always_inline)) void dot_1x4(const int8_t *x, const int8_t *w, int32_t m, int32_t k,
+                                                          int32_t *a)
+{
+    const int8_t *w1 = m > 1 ? w + k : w, *w2 = m > 2 ? w + 2 * k : w1, *w3 = m > 3 ? w + 3 * k : w2;
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    __asm__("wlstp.8 lr, %[k], 2f\n\t"
+            "1:\n\t"
+            "vldrb.8   q0, [%[x]], #16\n\t"
+            "vldrb.8   q1, [%[w0]], #16\n\t"
+            "vmlava.s8 %[a0], q0, q1\n\t"
+            "vldrb.8   q1, [%[w1]], #16\n\t"
+            "vmlava.s8 %[a1], q0, q1\n\t"
+            "vldrb.8   q1, [%[w2]], #16\n\t"
+            "vmlava.s8 %[a2], q0, q1\n\t"
+            "vldrb.8   q1, [%[w3]], #16\n\t"
+            "vmlava.s8 %[a3], q0, q1\n\t"
+            "letp      lr, 1b\n\t"
+            "2:\n\t"
+            : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [x] "+r"(x), [w0] "+r"(w),
+              [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3)
+            : [k] "r"(k)
+            : "lr", "q0", "q1", "memory");
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
+/* clamp(requantize(s, M, shift) + output_offset) of four sums of channel_data row cd (any r),
+ * stored at out + offsets: the left shift (r <= 0 and shift > 0), VQRDMULH, the rounding right
+ * shift by e as VRSHL of s - [s < 0] (saturating: INT32_MIN stays, still exact; nothing is
+ * subtracted when e = 0), the offset, the clamp (int8's: two saturating narrows). */
+static inline __attribute__((always_inline)) void outputs4(int32x4_t s, const int32_t *cd, const mcuq_matmul_t *q,
+                                                           int8_t *out, uint32x4_t offsets, int32_t full)
+{
+    const int32_t r = cd[2], h = cd[3];
+    const int32_t left = r > 0 || h < 0 ? 0 : h, right = r > 0 ? -(r + 1) : h < 0 ? h : 0;
+    s = vshlq_r_s32(s, left);
+    s = vqrdmulhq_n_s32(s, cd[1]);
+    s = vqsubq_s32(s, vreinterpretq_s32_u32(vshlq_r_u32(vreinterpretq_u32_s32(s), right < 0 ? -31 : -32)));
+    s = vrshlq_n_s32(s, right);
+    s = vaddq_n_s32(s, q->output_offset);
+    if (full) {
+        const int16x8_t h16 = vqmovnbq_s32(vreinterpretq_s16_s32(s), s);
+        s = vreinterpretq_s32_s8(vqmovnbq_s16(vreinterpretq_s8_s16(h16), h16));
+    } else {
+        s = vminq_s32(vmaxq_s32(s, vdupq_n_s32(q->act_min)), vdupq_n_s32(q->act_max));
+    }
+    vstrbq_scatter_offset_s32(out, offsets, s);
+}
+
+/* The output of one sum (bias included) of channel_data row cd. */
+static inline __attribute__((always_inline)) int8_t output1(int32_t acc, const int32_t *cd, const mcuq_matmul_t *q,
+                                                            int32_t full)
+{
+    if (full && cd[2] > 0) {
+        return (int8_t)mcuq_ssat8(mcuq_requantize_fast(acc, cd[1], cd[2], cd[3], q->output_offset));
+    }
+    return (int8_t)mcuq_requantize_channel(acc, cd, q->output_offset, q->act_min, q->act_max);
+}
+
+/* One row x: the computed channels in groups of four, constant channels stored as they come. */
+static void row1(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_t *w, int32_t n, int8_t *out,
+                 int32_t full)
+{
+    const int32_t *cd = q->channel_data;
+    int32_t c = 0, j;
+    while (c < n) {
+        int32_t idx[4], a[4], m = 0;
+        for (; c < n && m < 4; c++) {
+            if (!q->shifts_fast && mcuq_constant_channel(cd + 4 * c)) {
+                out[c] = mcuq_constant_output(cd + 4 * c, q->output_offset);
+            } else {
+                idx[m++] = c;
+            }
+        }
+        if (m == 0) {
+            break;
+        }
+        for (j = 0; j < 4; j++) {
+            a[j] = j < m ? cd[4 * idx[j]] + q->row_bias[0] : 0;
+        }
+        dot_1x4(x, w, m, k, a);
+        for (j = 0; j < m; j++) {
+            out[idx[j]] = output1(a[j], cd + 4 * idx[j], q, full);
+        }
+        w += m * k;
+    }
+}
+
+/* Rows x .. x + 3 k (a run of four pixels: every channel of the run before the next run, as the
+ * overlap contract of mcuq_kernels.h asks), one weight row serving the four. */
+static void rows4(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_t *w, int32_t n, int8_t *out,
+                  uint32x4_t offsets, int32_t full)
+{
+    const int32_t *cd = q->channel_data, *end = cd + 4 * n;
+    for (; cd != end; cd += 4, out++) {
+        if (!q->shifts_fast && mcuq_constant_channel(cd)) {
+            vstrbq_scatter_offset_s32(out, offsets, vdupq_n_s32(mcuq_constant_output(cd, q->output_offset)));
+            continue;
+        }
+        outputs4(dot_4x1(x, k, w, k, cd[0] + q->row_bias[0]), cd, q, out, offsets, full);
+        w += k;
+    }
+}
+
+static inline __attribute__((always_inline)) void product(const mcuq_matmul_t *q, const int8_t *x, int32_t rows,
+                                                          int32_t k, const int8_t *w, int32_t n, int8_t *out,
+                                                          int32_t stride, int32_t full)
+{
+    const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)stride);
+    int32_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        rows4(q, x + r * k, k, w, n, out + r * stride, offsets, full);
+    }
+    for (; r < rows; r++) {
+        row1(q, x + r * k, k, w, n, out + r * stride, full);
+    }
+}
+
+void mcuq_matmul_s8_mve(const mcuq_matmul_t *q, const int8_t *x, int32_t rows, int32_t k, const int8_t *w,
+                        int32_t n, int8_t *out, int32_t stride)
+{
+    const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
+    if (local.act_min == -128 && local.act_max == 127) {
+        product(&local, x, rows, k, w, n, out, stride, 1);
+    } else {
+        product(&local, x, rows, k, w, n, out, stride, 0);
+    }
+}
+#endif /* MCUQ_MVE */

@@ -1,0 +1,131 @@
+"""The Helium (MVE) matrix product of the Cortex-M55 (firmware/kernels/mcuq_matmul_s8_mve.c): 1x1
+CONV_2D at stride 1 and FULLY_CONNECTED read their int8 rows in place, 16 products per VMLAVA.S8
+in a tail-predicated loop, four pixels' sums of a channel requantized as one vector.
+
+The cases run on the emulated Cortex-M55 (qemu-m55) and must equal the numpy simulator byte for
+byte: 1x1 convolutions over depths 1 to 300 (multiples of 16 and not: the predicated last turn),
+1 to 40 output channels, pixel counts of every remainder modulo 4 (runs of four, leftover rows),
+constant channels with their filter rows left out as pack stores them, every activation, shifts
+outside the fast range (left shifts, no right shift), a bias fed at run time (the DSP path, not
+this one); FULLY_CONNECTED per-tensor with a filter offset and per-channel, one to three batch
+rows. Nothing of the product may compile for cores without Helium.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from kernel_target import TargetCase, assert_bit_exact_on
+from kernels_ffi import INCLUDE, KERNELS, STRICT
+from mcuq.boards import load_board
+from mcuq.ir import Op
+from mcuq.pack import prune_filters
+from mcuq.simulate.integer import KERNELS as SIMULATOR
+from test_kernels import ACTIVATIONS, Builder, Case, node_args
+
+DEPTHS = (1, 3, 15, 16, 17, 31, 32, 33, 48, 64, 100, 127, 128, 250, 256, 300)
+CASES = 48
+
+
+def _output_scale(b: Builder, s_in: float, s_w: float, depth: int, k: int) -> float:
+    """Mostly ~3 standard deviations of the sum in range; every eighth case a scale so small that
+    the shift is positive (a left shift), every eighth other one giving shift -1 or 0."""
+    s = s_in * s_w * 74 * 74 * depth ** 0.5 / 40 * b.rng.uniform(0.3, 3)
+    if k % 8 == 3:
+        return s_in * s_w / 4
+    if k % 8 == 7:
+        return s_in * s_w * 1.5
+    return float(np.float32(s))
+
+
+def gen_1x1(b: Builder, k: int) -> Case:
+    """A 1x1 stride-1 CONV_2D; some filter rows zero (constant channels), every ninth case all."""
+    r = b.rng
+    depth = DEPTHS[k % len(DEPTHS)]
+    oc = int(r.integers(1, 41))
+    n, h, w = 1 + k % 5 // 4, 1 + k % 3, int(r.integers(1, 8))
+    x = b.feed((n, h, w, depth), "int8", s_in := b.scale(0.005, 0.1), b.zp("int8"))
+    scales = [b.scale(0.002, 0.02) for _ in range(oc)]
+    values = r.integers(-128, 128, (oc, 1, 1, depth))
+    values[r.random(oc) < (1.0 if k % 9 == 4 else 0.3)] = 0
+    weights = b.tensor((oc, 1, 1, depth), "int8", scales, 0, values)
+    if k % 6 == 5:  # fed at run time: not folded, so the DSP path
+        bias = b.feed((oc,), "int32", 1e-4, 0, r.integers(-(1 << 14), 1 << 14, oc))
+    elif k % 6 == 3:
+        bias = -1
+    else:  # some far out, so that constant outputs reach the clamp
+        bias = b.tensor((oc,), "int32", 1e-4, 0, r.integers(-(1 << 14), 1 << 14, oc) * r.choice([1, 1, 4096], oc))
+    y = b.tensor((n, h, w, oc), "int8", _output_scale(b, s_in, float(np.mean(scales)), depth, k), b.zp("int8"))
+    attrs = {"padding": "SAME" if k % 2 else "VALID", "stride_h": 1, "stride_w": 1, "dilation_h": 1,
+             "dilation_w": 1, "activation": ACTIVATIONS[k % len(ACTIVATIONS)]}
+    return b.case(Op.CONV_2D, [x, weights, bias], y, attrs)
+
+
+def gen_fc(b: Builder, k: int) -> Case:
+    """FULLY_CONNECTED, per-tensor with a filter zero point (every other case) or per-channel."""
+    r = b.rng
+    depth, units, batches = DEPTHS[k % len(DEPTHS)], int(r.integers(1, 41)), 1 + k % 3
+    x = b.feed((batches, depth), "int8", s_in := b.scale(0.005, 0.1), b.zp("int8"))
+    per_channel = k % 2 == 1
+    scales = [b.scale(0.002, 0.02) for _ in range(units)] if per_channel else b.scale(0.002, 0.02)
+    w_zp = 0 if per_channel else int(r.integers(-20, 21))
+    w = b.tensor((units, depth), "int8", scales, w_zp, r.integers(-127, 128, (units, depth)))
+    bias = -1 if k % 5 == 2 else b.tensor((units,), "int32", 1e-4, 0, r.integers(-(1 << 14), 1 << 14, units))
+    y = b.tensor((batches, units), "int8", _output_scale(b, s_in, float(np.mean(scales)), depth, k), b.zp("int8"))
+    return b.case(Op.FULLY_CONNECTED, [x, w, bias], y, {"activation": ACTIVATIONS[k // 2 % len(ACTIVATIONS)]})
+
+
+def cases(gen, seed: int) -> list[tuple[str, TargetCase]]:
+    """(name, case) per seeded case, the filter as pack stores it (constant channels' rows out)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(CASES):
+        case = gen(Builder(rng), k)
+        node = case.graph.nodes[0]
+        prepare, evaluate = SIMULATOR[node.op]
+        params = prepare(case.graph, node)
+        args = node_args(case)
+        stored = prune_filters(case.graph, [params])
+        x_shape, w_shape = args[0].shape, case.graph.tensor(node.inputs[1]).shape
+        out.append((f"{node.op} case {k} x{list(x_shape)} w{list(w_shape)}",
+                    TargetCase(case.graph, params, [stored.get(t, a) for t, a in zip(node.inputs, args)],
+                               evaluate(params, args))))
+    return out
+
+
+def test_cases_cover_the_product() -> None:
+    """The conv cases hold constant channels (also all of them), every pixel count modulo 4, fast and
+    other shifts, the int8 clamp and narrower ones; the FC cases a filter offset and batches."""
+    conv = [c for _, c in cases(gen_1x1, 5)]
+    pixels = {c.expected.size // c.expected.shape[-1] % 4 for c in conv}
+    assert pixels == {0, 1, 2, 3}
+    assert any((c.params.channel_data[:, 1] == 0).all() and c.params.bias_folded for c in conv)
+    assert sum(c.args[1].shape[0] < c.expected.shape[-1] for c in conv) >= CASES // 3  # pruned rows
+    assert any((c.params.channel_data[:, 2] <= 0).any() and np.asarray(c.params.shift).max() > 0 for c in conv)
+    assert {(c.params.act_min, c.params.act_max) == (-128, 127) for c in conv} == {True, False}
+    fc = [c for _, c in cases(gen_fc, 6)]
+    assert any(c.params.filter_offset != 0 for c in fc) and any(c.params.per_channel for c in fc)
+    assert {c.params.batches for c in fc} == {1, 2, 3}
+
+
+@pytest.mark.parametrize("gen,seed", [(gen_1x1, 5), (gen_fc, 6)], ids=["conv1x1", "fully_connected"])
+def test_mve_product_bit_exact_on_m55(gen, seed, tmp_path) -> None:
+    """The kernels as the Cortex-M55 compiles them (MVE product) equal the simulator on the target."""
+    assert_bit_exact_on("qemu-m55", cases(gen, seed), tmp_path)
+
+
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4", "qemu-m55"])
+def test_product_compiles_only_for_helium(board: str, tmp_path) -> None:
+    """mcuq_matmul_s8_mve() exists in the Cortex-M55 build only; on M7 and M4 its file is empty."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc is not installed (Debian: gcc-arm-none-eabi)")
+    obj = tmp_path / "mve.o"
+    subprocess.run(["arm-none-eabi-gcc", *load_board(board).cflags, *STRICT, "-I", str(INCLUDE), "-c",
+                    str(KERNELS / "mcuq_matmul_s8_mve.c"), "-o", str(obj)], check=True)
+    symbols = subprocess.run(["arm-none-eabi-nm", "--defined-only", str(obj)], check=True, capture_output=True,
+                             text=True).stdout
+    assert ("mcuq_matmul_s8_mve" in symbols) is (board == "qemu-m55"), symbols
