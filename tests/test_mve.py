@@ -6,8 +6,8 @@ The cases run on the emulated Cortex-M55 (qemu-m55) and must equal the numpy sim
 byte: 1x1 convolutions over depths 1 to 300 (multiples of 16 and not: the predicated last turn),
 1 to 40 output channels, pixel counts of every remainder modulo 4 (runs of four, leftover rows),
 constant channels with their filter rows left out as pack stores them, every activation, shifts
-outside the fast range (left shifts, no right shift), a bias fed at run time (the DSP path, not
-this one); FULLY_CONNECTED per-tensor with a filter offset and per-channel, one to three batch
+outside the fast range (left shifts, no right shift) beside fast ones under the int8 clamp (the
+assembly's runs split around them), a bias fed at run time (the DSP path, not this one); FULLY_CONNECTED per-tensor with a filter offset and per-channel, one to three batch
 rows. Nothing of the product may compile for cores without Helium.
 """
 
@@ -61,7 +61,7 @@ def gen_1x1(b: Builder, k: int) -> Case:
         bias = b.tensor((oc,), "int32", 1e-4, 0, r.integers(-(1 << 14), 1 << 14, oc) * r.choice([1, 1, 4096], oc))
     y = b.tensor((n, h, w, oc), "int8", _output_scale(b, s_in, float(np.mean(scales)), depth, k), b.zp("int8"))
     attrs = {"padding": "SAME" if k % 2 else "VALID", "stride_h": 1, "stride_w": 1, "dilation_h": 1,
-             "dilation_w": 1, "activation": ACTIVATIONS[k % len(ACTIVATIONS)]}
+             "dilation_w": 1, "activation": ACTIVATIONS[(k // 8 if k % 4 == 3 else k) % len(ACTIVATIONS)]}
     return b.case(Op.CONV_2D, [x, weights, bias], y, attrs)
 
 
@@ -106,7 +106,10 @@ def test_cases_cover_the_product() -> None:
     assert any((c.params.channel_data[:, 1] == 0).all() and c.params.bias_folded for c in conv)
     assert sum(c.args[1].shape[0] < c.expected.shape[-1] for c in conv) >= CASES // 3  # pruned rows
     assert any((c.params.channel_data[:, 2] <= 0).any() and np.asarray(c.params.shift).max() > 0 for c in conv)
-    assert {(c.params.act_min, c.params.act_max) == (-128, 127) for c in conv} == {True, False}
+    full = [c for c in conv if (c.params.act_min, c.params.act_max) == (-128, 127)]
+    assert 0 < len(full) < len(conv)
+    assert any((c.params.channel_data[:, 2] <= 0).any() and (c.params.channel_data[:, 2] > 0).any() and
+               c.params.bias_folded for c in full)  # runs of r > 0 in assembly, the other channels in C
     fc = [c for _, c in cases(gen_fc, 6)]
     assert any(c.params.filter_offset != 0 for c in fc) and any(c.params.per_channel for c in fc)
     assert {c.params.batches for c in fc} == {1, 2, 3}

@@ -139,19 +139,128 @@ static void row1(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_
     }
 }
 
+/* The channel loop of rows4() in assembly for a run of channels cd .. cde - 1 that all have r > 0
+ * (constant ones included), the int8 clamp and no row bias: per channel dot_4x1()'s loop, then
+ * outputs4() without its left shift (r > 0: none) and with the fix-up always (e = r + 1 >= 2),
+ * or a constant channel's output (M = 0) without products. Its state lives in a run4_t; w is
+ * left at the next computed channel's weight row. */
+typedef struct {
+    const int8_t *x;      /* [0] the run's first row */
+    int32_t k;            /* [4] */
+    int32_t zp;           /* [8] */
+    const int32_t *cde;   /* [12] end of the channel_data rows */
+    uint32_t offsets[4];  /* [16] the four rows' output offsets */
+    const int32_t *cd;    /* [32] */
+    const int8_t *w;      /* [36] */
+    int8_t *out;          /* [40] the first channel's output in row 0 */
+} run4_t;
+
+static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
+{
+    (void)s;
+    __asm__("push    {r4-r11, lr}\n\t"
+            "ldr     r1, [r0, #32]\n\t"
+            "ldr     r3, [r0, #40]\n\t"
+            "vldrw.u32 q2, [r0, #16]\n\t"
+            "1:\n\t"
+            "ldr     r12, [r1, #4]\n\t" /* M */
+            "cmp     r12, #0\n\t"
+            "beq     5f\n\t"
+            "ldr     r4, [r1]\n\t" /* the bias */
+            "ldrd    lr, r12, [r0]\n\t" /* x, k */
+            "ldr     r2, [r0, #36]\n\t" /* the weight row */
+            "add     r5, r2, r12\n\t"
+            "str     r5, [r0, #36]\n\t" /* the next one (the loop may end up to 15 bytes past it) */
+            "mov     r6, r4\n\t"
+            "mov     r8, r4\n\t"
+            "mov     r10, r4\n\t"
+            "mov     r5, lr\n\t"
+            "add     r7, lr, r12\n\t"
+            "add     r9, r7, r12\n\t"
+            "add     r11, r9, r12\n\t"
+            "wlstp.8 lr, r12, 3f\n\t"
+            "2:\n\t"
+            "vldrb.8   q0, [r2], #16\n\t"
+            "vldrb.8   q1, [r5], #16\n\t"
+            "vmlava.s8 r4, q1, q0\n\t"
+            "vldrb.8   q1, [r7], #16\n\t"
+            "vmlava.s8 r6, q1, q0\n\t"
+            "vldrb.8   q1, [r9], #16\n\t"
+            "vmlava.s8 r8, q1, q0\n\t"
+            "vldrb.8   q1, [r11], #16\n\t"
+            "vmlava.s8 r10, q1, q0\n\t"
+            "letp    lr, 2b\n\t"
+            "3:\n\t"
+            "vmov.32 d6[0], r4\n\t" /* lanes one at a time: QEMU 7.2 puts the two-register */
+            "vmov.32 d6[1], r6\n\t" /* VMOV's Rt in lane 0, not in lane 2 as other references */
+            "vmov.32 d7[0], r8\n\t"
+            "vmov.32 d7[1], r10\n\t"
+            "ldr     r12, [r1, #4]\n\t"
+            "vqrdmulh.s32 q3, q3, r12\n\t"
+            "vshr.u32 q0, q3, #31\n\t"
+            "vqsub.s32 q3, q3, q0\n\t"
+            "ldr     r12, [r1, #8]\n\t"
+            "mvn     r12, r12\n\t" /* -(r + 1) */
+            "vrshl.s32 q3, r12\n\t"
+            "ldr     r12, [r0, #8]\n\t"
+            "vadd.i32 q3, q3, r12\n\t"
+            "vqmovnb.s32 q3, q3\n\t"
+            "vqmovnb.s16 q3, q3\n\t"
+            "vstrb.32 q3, [r3, q2]\n\t"
+            "4:\n\t"
+            "adds    r3, r3, #1\n\t"
+            "adds    r1, r1, #16\n\t"
+            "ldr     r12, [r0, #12]\n\t"
+            "cmp     r1, r12\n\t"
+            "bne     1b\n\t"
+            "pop     {r4-r11, pc}\n\t"
+            "5:\n\t" /* constant: zp + (h >> 1) */
+            "ldr     r12, [r1, #12]\n\t"
+            "ldr     r4, [r0, #8]\n\t"
+            "add     r12, r4, r12, asr #1\n\t"
+            "vdup.32 q3, r12\n\t"
+            "vstrb.32 q3, [r3, q2]\n\t"
+            "b       4b\n\t");
+}
+
 /* Rows x .. x + 3 k (a run of four pixels: every channel of the run before the next run, as the
- * overlap contract of mcuq_kernels.h asks), one weight row serving the four. */
+ * overlap contract of mcuq_kernels.h asks), one weight row serving the four: with the int8 clamp
+ * and no row bias, runs of channels with r > 0 in run4_asm(), the others here. */
 static void rows4(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_t *w, int32_t n, int8_t *out,
                   uint32x4_t offsets, int32_t full)
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
-    for (; cd != end; cd += 4, out++) {
-        if (!q->shifts_fast && mcuq_constant_channel(cd)) {
-            vstrbq_scatter_offset_s32(out, offsets, vdupq_n_s32(mcuq_constant_output(cd, q->output_offset)));
+    run4_t st;
+    if (full && q->row_bias[0] == 0) {
+        st.x = x;
+        st.k = k;
+        st.zp = q->output_offset;
+        vst1q_u32(st.offsets, offsets);
+    }
+    while (cd != end) {
+        if (full && q->row_bias[0] == 0 && cd[2] > 0) {
+            const int32_t *run = cd + 4;
+            while (run != end && run[2] > 0) {
+                run += 4;
+            }
+            st.cde = run;
+            st.cd = cd;
+            st.w = w;
+            st.out = out;
+            run4_asm(&st);
+            w = st.w;
+            out += (run - cd) >> 2;
+            cd = run;
             continue;
         }
-        outputs4(dot_4x1(x, k, w, k, cd[0] + q->row_bias[0]), cd, q, out, offsets, full);
-        w += k;
+        if (!q->shifts_fast && mcuq_constant_channel(cd)) {
+            vstrbq_scatter_offset_s32(out, offsets, vdupq_n_s32(mcuq_constant_output(cd, q->output_offset)));
+        } else {
+            outputs4(dot_4x1(x, k, w, k, cd[0] + q->row_bias[0]), cd, q, out, offsets, full);
+            w += k;
+        }
+        cd += 4;
+        out++;
     }
 }
 
