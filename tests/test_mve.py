@@ -24,6 +24,7 @@ from kernels_ffi import INCLUDE, KERNELS, STRICT
 from mcuq.boards import load_board
 from mcuq.ir import Op
 from mcuq.pack import prune_filters
+from mcuq.simulate.common import output_size_and_padding
 from mcuq.simulate.integer import KERNELS as SIMULATOR
 from test_kernels import ACTIVATIONS, Builder, Case, node_args
 
@@ -62,6 +63,35 @@ def gen_1x1(b: Builder, k: int) -> Case:
     y = b.tensor((n, h, w, oc), "int8", _output_scale(b, s_in, float(np.mean(scales)), depth, k), b.zp("int8"))
     attrs = {"padding": "SAME" if k % 2 else "VALID", "stride_h": 1, "stride_w": 1, "dilation_h": 1,
              "dilation_w": 1, "activation": ACTIVATIONS[(k // 8 if k % 4 == 3 else k) % len(ACTIVATIONS)]}
+    return b.case(Op.CONV_2D, [x, weights, bias], y, attrs)
+
+
+def gen_window(b: Builder, k: int) -> Case:
+    """A CONV_2D with other windows (1x1 at stride 2 too): sizes 1x1 to 5x5, strides 1 and 2,
+    dilation 1 or 2, SAME or VALID, 1 to 20 input channels (windows of up to 500 elements, in
+    multiples of 16 and not), some filter rows zero (constant channels)."""
+    r = b.rng
+    kh, kw = (1, 1) if k % 7 == 0 else (int(v) for v in r.integers(1, 6, 2))
+    stride = 2 if k % 7 == 0 else int(r.integers(1, 3))
+    dilation = 2 if k % 5 == 1 else 1
+    ic = int(r.integers(1, 21))
+    padding = "SAME" if k % 2 else "VALID"
+    n, h, w = 1 + k % 4 // 3, int(r.integers(1, 10)), int(r.integers(1, 10))
+    if padding == "VALID":
+        h, w = max(h, (kh - 1) * dilation + 1), max(w, (kw - 1) * dilation + 1)
+    oh = output_size_and_padding(h, kh, stride, dilation, padding)[0]
+    ow = output_size_and_padding(w, kw, stride, dilation, padding)[0]
+    x = b.feed((n, h, w, ic), "int8", s_in := b.scale(0.005, 0.1), b.zp("int8"))
+    oc = int(r.integers(1, 41))
+    scales = [b.scale(0.002, 0.02) for _ in range(oc)]
+    values = r.integers(-128, 128, (oc, kh, kw, ic))
+    values[r.random(oc) < 0.3] = 0
+    weights = b.tensor((oc, kh, kw, ic), "int8", scales, 0, values)
+    bias = -1 if k % 6 == 3 else b.tensor((oc,), "int32", 1e-4, 0, r.integers(-(1 << 14), 1 << 14, oc))
+    y = b.tensor((n, oh, ow, oc), "int8", _output_scale(b, s_in, float(np.mean(scales)), kh * kw * ic, k),
+                 b.zp("int8"))
+    attrs = {"padding": padding, "stride_h": stride, "stride_w": stride, "dilation_h": dilation,
+             "dilation_w": dilation, "activation": ACTIVATIONS[(k // 8 if k % 4 == 3 else k) % len(ACTIVATIONS)]}
     return b.case(Op.CONV_2D, [x, weights, bias], y, attrs)
 
 
@@ -110,12 +140,19 @@ def test_cases_cover_the_product() -> None:
     assert 0 < len(full) < len(conv)
     assert any((c.params.channel_data[:, 2] <= 0).any() and (c.params.channel_data[:, 2] > 0).any() and
                c.params.bias_folded for c in full)  # runs of r > 0 in assembly, the other channels in C
+    windows = [c for _, c in cases(gen_window, 7)]
+    depths = {c.args[1].size // max(1, c.args[1].shape[0]) for c in windows}
+    assert max(depths) > 320 and {d % 16 for d in depths} > {0}
+    assert {c.expected.size // c.expected.shape[-1] % 4 for c in windows} == {0, 1, 2, 3}
+    assert {(c.params.stride_h, c.params.dilation_h, c.params.pad_top > 0) for c in windows} >= {
+        (1, 1, True), (2, 1, False), (1, 2, True)}
     fc = [c for _, c in cases(gen_fc, 6)]
     assert any(c.params.filter_offset != 0 for c in fc) and any(c.params.per_channel for c in fc)
     assert {c.params.batches for c in fc} == {1, 2, 3}
 
 
-@pytest.mark.parametrize("gen,seed", [(gen_1x1, 5), (gen_fc, 6)], ids=["conv1x1", "fully_connected"])
+@pytest.mark.parametrize("gen,seed", [(gen_1x1, 5), (gen_window, 7), (gen_fc, 6)],
+                         ids=["conv1x1", "conv_windows", "fully_connected"])
 def test_mve_product_bit_exact_on_m55(gen, seed, tmp_path) -> None:
     """The kernels as the Cortex-M55 compiles them (MVE product) equal the simulator on the target."""
     assert_bit_exact_on("qemu-m55", cases(gen, seed), tmp_path)

@@ -161,6 +161,7 @@ static void copy_window(const geometry_t *g, int8_t *patch, const int8_t *src, i
     }
 }
 
+#if !MCUQ_MVE /* the DSP path's column blocks: Helium cores take conv_mve() */
 /* The whole windows of four output pixels inside the image (undilated columns) from their
  * first taps src[r] into the four quarters of patch, a filter row of span >= 4 bytes at a time
  * as words, a row's last word overlapping the one before it: nothing is written past k, so the
@@ -451,21 +452,51 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
         }
     }
 }
+#endif /* !MCUQ_MVE */
 #endif
 
 #if MCUQ_MVE
-/* 1x1 at stride 1 on Helium cores: the pixels are the rows of the matrix product, read in place. */
-static void conv_1x1_mve(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
+/* The DSP path's layers on Helium cores: 1x1 at stride 1 reads the pixels in place; other windows
+ * are copied four at a time (a run of four output pixels, as the overlap contract has it) into
+ * rows of k bytes, taps outside the image holding -input_offset (gather(): its zeros past k land
+ * in the next row or the 3 spare bytes), and each run goes through the same product. */
+static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
+    int8_t rows[4 * MCUQ_DSP_MAX_DEPTH + 3];
+    const int32_t k = p->filter_h * p->filter_w * p->input_c, n = p->output_c;
+    const int32_t pixels = p->batches * p->output_h * p->output_w;
+    const int32_t last_y = (p->filter_h - 1) * p->dilation_h, last_x = (p->filter_w - 1) * p->dilation_w;
+    const int32_t row_bytes = p->input_w * p->input_c;
+    const geometry_t g = {input, p->input_c, p->filter_h, p->filter_w, p->filter_w * p->input_c, p->input_h,
+                          p->input_w, p->dilation_h, p->dilation_w, -p->input_offset, row_bytes,
+                          p->dilation_h * row_bytes, k, (k + 3) & ~3, k, 0};
+    walk_t wk = {0, 0, 0, -p->pad_top, -p->pad_left, g.h > last_y ? g.h - last_y : 0,
+                 g.dw == 1 && g.w > last_x ? g.w - last_x : 0};
+    origin_t o[4];
     mcuq_matmul_t q;
+    int32_t i, r, m;
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
     q.act_min = p->act_min;
     q.act_max = p->act_max;
     q.shifts_fast = p->shifts_fast;
-    mcuq_matmul_s8_mve(&q, input, p->batches * p->output_h * p->output_w, p->input_c, filter, p->output_c, output,
-                       p->output_c);
+    if (g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1) {
+        mcuq_matmul_s8_mve(&q, input, pixels, k, filter, n, output, n);
+        return;
+    }
+    for (i = 0; i < pixels; i += m, output += m * n) {
+        m = pixels - i >= 4 ? 4 : 1;
+        walk(p, &g, &wk, o, m);
+        for (r = 0; r < m; r++) {
+            if (o[r].inside) {
+                copy_window(&g, rows + r * k, input + o[r].image + o[r].y0 * row_bytes + o[r].x0 * g.ic, 0, g.kh);
+            } else {
+                gather(&g, rows + r * k, &o[r], 0, g.kh);
+            }
+        }
+        mcuq_matmul_s8_mve(&q, rows, m, k, filter, n, output, n);
+    }
 }
 #endif
 
@@ -526,17 +557,14 @@ mcuq_status_t mcuq_conv2d_s8(const mcuq_conv_params_t *p, const int8_t *input, c
     if (p->accumulator_bits != 32 || p->groups <= 0 || p->input_c % p->groups || p->output_c % p->groups) {
         return MCUQ_ERR_PARAMS;
     }
-#if MCUQ_MVE
-    if (p->groups == 1 && p->filter_h == 1 && p->filter_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
-        (p->bias_folded || bias == NULL)) {
-        conv_1x1_mve(p, input, filter, output);
-        return MCUQ_OK;
-    }
-#endif
 #if MCUQ_DSP
     if (p->groups == 1 && p->filter_h * p->filter_w * p->input_c <= MCUQ_DSP_MAX_DEPTH &&
         (p->bias_folded || bias == NULL)) {
+#if MCUQ_MVE
+        conv_mve(p, input, filter, output);
+#else
         conv_dsp(p, input, filter, output);
+#endif
         return MCUQ_OK;
     }
 #endif
