@@ -140,6 +140,7 @@ static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_
     }
 }
 
+#if !MCUQ_MVE /* the DSP path's column blocks: Helium cores take conv_mve() */
 /* Filter rows ky0 .. ky1 - 1 of a window inside the image (undilated columns) from src, its
  * first tap, into patch: rows of 4 bytes or more as words, the last word of a row overlapping
  * the one before it (no byte copies, nothing written past the row). */
@@ -161,7 +162,6 @@ static void copy_window(const geometry_t *g, int8_t *patch, const int8_t *src, i
     }
 }
 
-#if !MCUQ_MVE /* the DSP path's column blocks: Helium cores take conv_mve() */
 /* The whole windows of four output pixels inside the image (undilated columns) from their
  * first taps src[r] into the four quarters of patch, a filter row of span >= 4 bytes at a time
  * as words, a row's last word overlapping the one before it: nothing is written past k, so the
@@ -456,10 +456,32 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
 #endif
 
 #if MCUQ_MVE
+/* The filter rows of a window inside the image (undilated columns) from src, its first tap, into
+ * dst, span bytes each: a tail-predicated loop of 16-byte loads and stores (nothing written past
+ * a row). */
+static void copy_window_mve(const geometry_t *g, int8_t *dst, const int8_t *src)
+{
+    int32_t ky;
+    for (ky = 0; ky < g->kh; ky++, src += g->row_step, dst += g->span) {
+        const int8_t *s = src;
+        int8_t *d = dst;
+        __asm__ volatile("wlstp.8 lr, %[n], 2f\n\t"
+                         "1:\n\t"
+                         "vldrb.8 q0, [%[s]], #16\n\t"
+                         "vstrb.8 q0, [%[d]], #16\n\t"
+                         "letp    lr, 1b\n\t"
+                         "2:\n\t"
+                         : [s] "+r"(s), [d] "+r"(d)
+                         : [n] "r"(g->span)
+                         : "lr", "q0", "memory");
+    }
+}
+
 /* The DSP path's layers on Helium cores: 1x1 at stride 1 reads the pixels in place; other windows
  * are copied four at a time (a run of four output pixels, as the overlap contract has it) into
- * rows of k bytes, taps outside the image holding -input_offset (gather(): its zeros past k land
- * in the next row or the 3 spare bytes), and each run goes through the same product. */
+ * rows of k bytes (copy_window_mve(); across the border gather(), taps outside the image holding
+ * -input_offset, its zeros past k landing in the next row or the 3 spare bytes), and each run
+ * goes through the same product. */
 static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     int8_t rows[4 * MCUQ_DSP_MAX_DEPTH + 3];
@@ -490,7 +512,7 @@ static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int
         walk(p, &g, &wk, o, m);
         for (r = 0; r < m; r++) {
             if (o[r].inside) {
-                copy_window(&g, rows + r * k, input + o[r].image + o[r].y0 * row_bytes + o[r].x0 * g.ic, 0, g.kh);
+                copy_window_mve(&g, rows + r * k, input + o[r].image + o[r].y0 * row_bytes + o[r].x0 * g.ic);
             } else {
                 gather(&g, rows + r * k, &o[r], 0, g.kh);
             }
