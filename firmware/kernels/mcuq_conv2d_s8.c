@@ -478,10 +478,10 @@ static void copy_window_mve(const geometry_t *g, int8_t *dst, const int8_t *src)
 }
 
 /* The DSP path's layers on Helium cores: 1x1 at stride 1 reads the pixels in place; other windows
- * are copied four at a time (a run of four output pixels, as the overlap contract has it) into
- * rows of k bytes (copy_window_mve(); across the border gather(), taps outside the image holding
- * -input_offset, its zeros past k landing in the next row or the 3 spare bytes), and each run
- * goes through the same product. */
+ * are copied into rows of k bytes (copy_window_mve(); across the border gather(), taps outside
+ * the image holding -input_offset, its zeros past k landing in the next row or the 3 spare
+ * bytes), as many runs of four as the rows hold, then one product writes those runs in order (as
+ * the DSP path's column block does: input is only read earlier than the overlap contract needs). */
 static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int8_t *filter, int8_t *output)
 {
     int8_t rows[4 * MCUQ_DSP_MAX_DEPTH + 3];
@@ -496,7 +496,8 @@ static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int
                  g.dw == 1 && g.w > last_x ? g.w - last_x : 0};
     origin_t o[4];
     mcuq_matmul_t q;
-    int32_t i, r, m;
+    const int32_t most = 4 * (MCUQ_DSP_MAX_DEPTH / k); /* windows of whole runs of four the rows hold */
+    int32_t i, j, r, m;
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
     q.output_offset = p->output_offset;
@@ -508,13 +509,17 @@ static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int
         return;
     }
     for (i = 0; i < pixels; i += m, output += m * n) {
-        m = pixels - i >= 4 ? 4 : 1;
-        walk(p, &g, &wk, o, m);
-        for (r = 0; r < m; r++) {
-            if (o[r].inside) {
-                copy_window_mve(&g, rows + r * k, input + o[r].image + o[r].y0 * row_bytes + o[r].x0 * g.ic);
-            } else {
-                gather(&g, rows + r * k, &o[r], 0, g.kh);
+        const int32_t fours = (pixels - i) & ~3, t = fours > 0 ? 4 : 1;
+        m = fours > 0 ? (fours < most ? fours : most) : 1;
+        for (j = 0; j < m; j += t) {
+            walk(p, &g, &wk, o, t);
+            for (r = 0; r < t; r++) {
+                int8_t *dst = rows + (j + r) * k;
+                if (o[r].inside) {
+                    copy_window_mve(&g, dst, input + o[r].image + o[r].y0 * row_bytes + o[r].x0 * g.ic);
+                } else {
+                    gather(&g, dst, &o[r], 0, g.kh);
+                }
             }
         }
         mcuq_matmul_s8_mve(&q, rows, m, k, filter, n, output, n);

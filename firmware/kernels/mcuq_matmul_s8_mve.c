@@ -225,9 +225,10 @@ static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
 
 /* Rows x .. x + 3 k (a run of four pixels: every channel of the run before the next run, as the
  * overlap contract of mcuq_kernels.h asks), one weight row serving the four: with the int8 clamp
- * and no row bias, runs of channels with r > 0 in run4_asm(), the others here. */
+ * and no row bias, runs of channels with r > 0 in run4_asm() (`all_fast`: every channel one run),
+ * the others here. */
 static void rows4(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_t *w, int32_t n, int8_t *out,
-                  uint32x4_t offsets, int32_t full)
+                  uint32x4_t offsets, int32_t full, int32_t all_fast)
 {
     const int32_t *cd = q->channel_data, *end = cd + 4 * n;
     run4_t st;
@@ -239,7 +240,7 @@ static void rows4(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8
     }
     while (cd != end) {
         if (full && q->row_bias[0] == 0 && cd[2] > 0) {
-            const int32_t *run = cd + 4;
+            const int32_t *run = all_fast ? end : cd + 4;
             while (run != end && run[2] > 0) {
                 run += 4;
             }
@@ -266,12 +267,12 @@ static void rows4(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8
 
 static inline __attribute__((always_inline)) void product(const mcuq_matmul_t *q, const int8_t *x, int32_t rows,
                                                           int32_t k, const int8_t *w, int32_t n, int8_t *out,
-                                                          int32_t stride, int32_t full)
+                                                          int32_t stride, int32_t full, int32_t all_fast)
 {
     const uint32x4_t offsets = vmulq_n_u32(vidupq_n_u32(0, 1), (uint32_t)stride);
     int32_t r = 0;
     for (; r + 4 <= rows; r += 4) {
-        rows4(q, x + r * k, k, w, n, out + r * stride, offsets, full);
+        rows4(q, x + r * k, k, w, n, out + r * stride, offsets, full, all_fast);
     }
     for (; r < rows; r++) {
         row1(q, x + r * k, k, w, n, out + r * stride, full);
@@ -282,10 +283,14 @@ void mcuq_matmul_s8_mve(const mcuq_matmul_t *q, const int8_t *x, int32_t rows, i
                         int32_t n, int8_t *out, int32_t stride)
 {
     const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
+    int32_t c, all_fast = 1; /* every channel_data row has r > 0 (constant ones included) */
+    for (c = 0; c < n && all_fast && !local.shifts_fast; c++) {
+        all_fast = local.channel_data[4 * c + 2] > 0;
+    }
     if (local.act_min == -128 && local.act_max == 127) {
-        product(&local, x, rows, k, w, n, out, stride, 1);
+        product(&local, x, rows, k, w, n, out, stride, 1, all_fast);
     } else {
-        product(&local, x, rows, k, w, n, out, stride, 0);
+        product(&local, x, rows, k, w, n, out, stride, 0, all_fast);
     }
 }
 #endif /* MCUQ_MVE */
