@@ -477,6 +477,59 @@ static void copy_window_mve(const geometry_t *g, int8_t *dst, const int8_t *src)
     }
 }
 
+/* The windows of four output pixels in a row, all inside the image (undilated columns), from the
+ * first one's first tap src into dst (rows of k bytes), filter row by filter row: per window one
+ * tail-predicated loop over the row's span bytes. geo = {span, filter_h, row_step, the next
+ * window's offset (stride_w * input_c), k}. */
+static void __attribute__((naked, noinline)) copy4_asm(int8_t *dst, const int8_t *src, const int32_t *geo)
+{
+    (void)dst;
+    (void)src;
+    (void)geo;
+    __asm__("push    {r4-r8, lr}\n\t"
+            "ldm     r2, {r3, r4, r5, r6, r7}\n\t"
+            "1:\n\t"
+            "mov     r2, r1\n\t"
+            "mov     r8, r0\n\t"
+            "wlstp.8 lr, r3, 2f\n\t"
+            "3:\n\t"
+            "vldrb.8 q0, [r2], #16\n\t"
+            "vstrb.8 q0, [r8], #16\n\t"
+            "letp    lr, 3b\n\t"
+            "2:\n\t"
+            "add     r2, r1, r6\n\t"
+            "add     r8, r0, r7\n\t"
+            "wlstp.8 lr, r3, 4f\n\t"
+            "5:\n\t"
+            "vldrb.8 q0, [r2], #16\n\t"
+            "vstrb.8 q0, [r8], #16\n\t"
+            "letp    lr, 5b\n\t"
+            "4:\n\t"
+            "add     r2, r1, r6, lsl #1\n\t"
+            "add     r8, r0, r7, lsl #1\n\t"
+            "wlstp.8 lr, r3, 6f\n\t"
+            "7:\n\t"
+            "vldrb.8 q0, [r2], #16\n\t"
+            "vstrb.8 q0, [r8], #16\n\t"
+            "letp    lr, 7b\n\t"
+            "6:\n\t"
+            "add     r2, r1, r6, lsl #1\n\t"
+            "add     r2, r2, r6\n\t"
+            "add     r8, r0, r7, lsl #1\n\t"
+            "add     r8, r8, r7\n\t"
+            "wlstp.8 lr, r3, 8f\n\t"
+            "9:\n\t"
+            "vldrb.8 q0, [r2], #16\n\t"
+            "vstrb.8 q0, [r8], #16\n\t"
+            "letp    lr, 9b\n\t"
+            "8:\n\t"
+            "add     r1, r1, r5\n\t" /* the next filter row */
+            "add     r0, r0, r3\n\t"
+            "subs    r4, r4, #1\n\t"
+            "bne     1b\n\t"
+            "pop     {r4-r8, pc}\n\t");
+}
+
 /* The DSP path's layers on Helium cores: 1x1 at stride 1 reads the pixels in place; other windows
  * are copied into rows of k bytes (copy_window_mve(); across the border gather(), taps outside
  * the image holding -input_offset, its zeros past k landing in the next row or the 3 spare
@@ -497,6 +550,7 @@ static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int
     origin_t o[4];
     mcuq_matmul_t q;
     const int32_t most = 4 * (MCUQ_DSP_MAX_DEPTH / k); /* windows of whole runs of four the rows hold */
+    const int32_t geo[5] = {g.span, g.kh, g.row_step, p->stride_w * g.ic, k};
     int32_t i, j, r, m;
     q.channel_data = p->channel_data;
     q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
@@ -512,6 +566,24 @@ static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int
         const int32_t fours = (pixels - i) & ~3, t = fours > 0 ? 4 : 1;
         m = fours > 0 ? (fours < most ? fours : most) : 1;
         for (j = 0; j < m; j += t) {
+            const int32_t x3 = wk.x0 + 3 * p->stride_w; /* the fourth window's column */
+            if (t == 4 && wk.ox + 4 <= p->output_w && (uint32_t)wk.y0 < (uint32_t)wk.y_in && wk.x0 >= 0 &&
+                x3 < wk.x_in) { /* four windows inside, on one output row */
+                copy4_asm(rows + j * k, input + wk.image + wk.y0 * row_bytes + wk.x0 * g.ic, geo);
+                wk.ox += 4;
+                wk.x0 = x3 + p->stride_w;
+                if (wk.ox == p->output_w) { /* the row's last four: on to the next row, as walk() */
+                    wk.ox = 0;
+                    wk.x0 = -p->pad_left;
+                    wk.y0 += p->stride_h;
+                    if (++wk.oy == p->output_h) {
+                        wk.oy = 0;
+                        wk.y0 = -p->pad_top;
+                        wk.image += g.h * row_bytes;
+                    }
+                }
+                continue;
+            }
             walk(p, &g, &wk, o, t);
             for (r = 0; r < t; r++) {
                 int8_t *dst = rows + (j + r) * k;
