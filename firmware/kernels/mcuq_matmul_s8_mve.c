@@ -163,9 +163,15 @@ static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
             "ldr     r3, [r0, #40]\n\t"
             "vldrw.u32 q2, [r0, #16]\n\t"
             "1:\n\t"
-            "ldr     r12, [r1, #4]\n\t" /* M */
-            "cmp     r12, #0\n\t"
-            "beq     5f\n\t"
+            "ldr     r4, [r1, #4]\n\t" /* M */
+            "cbnz    r4, 6f\n\t"
+            "ldr     r12, [r1, #12]\n\t" /* constant: zp + (h >> 1) */
+            "ldr     r4, [r0, #8]\n\t"
+            "add     r12, r4, r12, asr #1\n\t"
+            "vdup.32 q3, r12\n\t"
+            "vstrb.32 q3, [r3, q2]\n\t"
+            "b       4f\n\t"
+            "6:\n\t"
             "ldr     r4, [r1]\n\t" /* the bias */
             "ldrd    lr, r12, [r0]\n\t" /* x, k */
             "ldr     r2, [r0, #36]\n\t" /* the weight row */
@@ -195,13 +201,12 @@ static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
             "vmov.32 d6[1], r6\n\t" /* VMOV's Rt in lane 0, not in lane 2 as other references */
             "vmov.32 d7[0], r8\n\t"
             "vmov.32 d7[1], r10\n\t"
-            "ldr     r12, [r1, #4]\n\t"
+            "ldrd    r12, lr, [r1, #4]\n\t" /* M, r */
             "vqrdmulh.s32 q3, q3, r12\n\t"
             "vshr.u32 q0, q3, #31\n\t"
             "vqsub.s32 q3, q3, q0\n\t"
-            "ldr     r12, [r1, #8]\n\t"
-            "mvn     r12, r12\n\t" /* -(r + 1) */
-            "vrshl.s32 q3, r12\n\t"
+            "mvn     lr, lr\n\t" /* -(r + 1) */
+            "vrshl.s32 q3, lr\n\t"
             "ldr     r12, [r0, #8]\n\t"
             "vadd.i32 q3, q3, r12\n\t"
             "vqmovnb.s32 q3, q3\n\t"
@@ -213,14 +218,7 @@ static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
             "ldr     r12, [r0, #12]\n\t"
             "cmp     r1, r12\n\t"
             "bne     1b\n\t"
-            "pop     {r4-r11, pc}\n\t"
-            "5:\n\t" /* constant: zp + (h >> 1) */
-            "ldr     r12, [r1, #12]\n\t"
-            "ldr     r4, [r0, #8]\n\t"
-            "add     r12, r4, r12, asr #1\n\t"
-            "vdup.32 q3, r12\n\t"
-            "vstrb.32 q3, [r3, q2]\n\t"
-            "b       4b\n\t");
+            "pop     {r4-r11, pc}\n\t");
 }
 
 /* Rows x .. x + 3 k (a run of four pixels: every channel of the run before the next run, as the
@@ -284,7 +282,7 @@ void mcuq_matmul_s8_mve(const mcuq_matmul_t *q, const int8_t *x, int32_t rows, i
 {
     const mcuq_matmul_t local = *q; /* output stores may not alias it: no reloads */
     int32_t c, all_fast = 1; /* every channel_data row has r > 0 (constant ones included) */
-    for (c = 0; c < n && all_fast && !local.shifts_fast; c++) {
+    for (c = 0; c < n && all_fast && !local.shifts_fast && rows >= 4; c++) {
         all_fast = local.channel_data[4 * c + 2] > 0;
     }
     if (local.act_min == -128 && local.act_max == 127) {
