@@ -1,7 +1,8 @@
-/* The int8 matrix product of 1x1 CONV_2D and FULLY_CONNECTED on Helium (MVE) cores: int8 input
- * rows read in place (no column block) times int8 weight rows, 16 products per VMLAVA.S8 (that
- * is VMLADAVA) into a 32-bit sum, modulo 2^32 like TFLM's int32 accumulator (the input offset
- * is in channel_data's bias). The dot loops are short inline assembly: a tail-predicated
+/* The int8 matrix product of CONV_2D and FULLY_CONNECTED on Helium (MVE) cores: int8 rows (the
+ * pixels of a 1x1 convolution and FULLY_CONNECTED's inputs in place, other windows as
+ * mcuq_conv2d_s8.c copies them; no column block) times int8 weight rows, 16 products per
+ * VMLAVA.S8 (that is VMLADAVA) into a 32-bit sum, modulo 2^32 like TFLM's int32 accumulator
+ * (the input offset is in channel_data's bias). The dot loops are short inline assembly: a tail-predicated
  * low-overhead loop (WLSTP.8 / LETP) runs k elements in ceil(k / 16) turns, its last turn
  * loading and adding only the lanes left (inactive lanes read no memory), one loop instruction
  * a turn; GCC 12 neither forms such loops nor keeps the pointers in registers at -Os.
@@ -9,8 +10,10 @@
  * Four rows (a run of four pixels) share one weight vector: their four sums of one channel then
  * requantize as one vector (VQRDMULH is TFLM's saturating rounding doubling high multiply; its
  * rounding divide by 2^e is VRSHL after subtracting 1 from negative values) and go out with one
- * scatter store. A single row (FULLY_CONNECTED, leftover pixels) takes four weight rows per
- * input vector and requantizes each sum from its channel_data row. */
+ * scatter store; the common case (int8 clamp, runs of channels with r > 0) is one assembly
+ * loop over the channels, run4_asm(), the others its C form. A single row (FULLY_CONNECTED,
+ * leftover pixels) takes four weight rows per input vector and requantizes each sum from its
+ * channel_data row. */
 #include "mcuq_support.h"
 
 #if MCUQ_MVE

@@ -26,8 +26,8 @@
 #endif
 
 /* MCUQ_MVE is 1 when the compiler targets Helium (__ARM_FEATURE_MVE: Cortex-M55), whose integer
- * vector instructions the int8 matrix product of 1x1 CONV_2D and FULLY_CONNECTED uses
- * (mcuq_matmul_s8_mve.c); Helium cores have the DSP extension too. */
+ * vector instructions the int8 matrix product of CONV_2D and FULLY_CONNECTED uses there
+ * (mcuq_matmul_s8_mve.c) in place of the DSP path's; Helium cores have the DSP extension too. */
 #if defined(__ARM_FEATURE_MVE) && defined(__ARM_FEATURE_DSP)
 #define MCUQ_MVE 1
 #else
