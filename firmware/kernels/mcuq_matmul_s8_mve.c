@@ -224,6 +224,73 @@ static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
             "pop     {r4-r11, pc}\n\t");
 }
 
+/* run4_asm() for rows of k <= 16 elements: the four rows loaded once (q4-q7, their lanes past k
+ * zeroed by the predicated loads), then per channel one predicated weight load and four VMLAVA,
+ * no loop. */
+static void __attribute__((naked, noinline)) run4_short_asm(run4_t *s)
+{
+    (void)s;
+    __asm__("push    {r4-r11, lr}\n\t"
+            "vpush   {d8-d15}\n\t"
+            "ldr     r1, [r0, #32]\n\t"
+            "ldrd    r2, r3, [r0, #36]\n\t" /* w, out */
+            "vldrw.u32 q2, [r0, #16]\n\t"
+            "ldrd    lr, r11, [r0]\n\t" /* x, k */
+            "add     r5, lr, r11\n\t"
+            "add     r7, r5, r11\n\t"
+            "add     r9, r7, r11\n\t"
+            "vctp.8  r11\n\t"
+            "vpstttt\n\t"
+            "vldrbt.8 q4, [lr]\n\t"
+            "vldrbt.8 q5, [r5]\n\t"
+            "vldrbt.8 q6, [r7]\n\t"
+            "vldrbt.8 q7, [r9]\n\t"
+            "ldr     r9, [r0, #8]\n\t" /* zp */
+            "ldr     r7, [r0, #12]\n\t" /* end of the channel_data rows */
+            "1:\n\t"
+            "ldr     r4, [r1, #4]\n\t" /* M */
+            "cbnz    r4, 6f\n\t"
+            "ldr     r12, [r1, #12]\n\t" /* constant: zp + (h >> 1) */
+            "add     r12, r9, r12, asr #1\n\t"
+            "vdup.32 q3, r12\n\t"
+            "vstrb.32 q3, [r3, q2]\n\t"
+            "b       4f\n\t"
+            "6:\n\t"
+            "ldr     r4, [r1]\n\t" /* the bias */
+            "vpst\n\t"
+            "vldrbt.8 q0, [r2]\n\t"
+            "add     r2, r2, r11\n\t"
+            "mov     r6, r4\n\t"
+            "mov     r8, r4\n\t"
+            "mov     r10, r4\n\t"
+            "vmlava.s8 r4, q4, q0\n\t"
+            "vmlava.s8 r6, q5, q0\n\t"
+            "vmlava.s8 r8, q6, q0\n\t"
+            "vmlava.s8 r10, q7, q0\n\t"
+            "vmov.32 d6[0], r4\n\t"
+            "vmov.32 d6[1], r6\n\t"
+            "vmov.32 d7[0], r8\n\t"
+            "vmov.32 d7[1], r10\n\t"
+            "ldrd    r12, lr, [r1, #4]\n\t" /* M, r */
+            "vqrdmulh.s32 q3, q3, r12\n\t"
+            "vshr.u32 q0, q3, #31\n\t"
+            "vqsub.s32 q3, q3, q0\n\t"
+            "mvn     lr, lr\n\t" /* -(r + 1) */
+            "vrshl.s32 q3, lr\n\t"
+            "vadd.i32 q3, q3, r9\n\t"
+            "vqmovnb.s32 q3, q3\n\t"
+            "vqmovnb.s16 q3, q3\n\t"
+            "vstrb.32 q3, [r3, q2]\n\t"
+            "4:\n\t"
+            "adds    r3, r3, #1\n\t"
+            "adds    r1, r1, #16\n\t"
+            "cmp     r1, r7\n\t"
+            "bne     1b\n\t"
+            "str     r2, [r0, #36]\n\t"
+            "vpop    {d8-d15}\n\t"
+            "pop     {r4-r11, pc}\n\t");
+}
+
 /* Rows x .. x + 3 k (a run of four pixels: every channel of the run before the next run, as the
  * overlap contract of mcuq_kernels.h asks), one weight row serving the four: with the int8 clamp
  * and no row bias, runs of channels with r > 0 in run4_asm() (`all_fast`: every channel one run),
@@ -249,7 +316,11 @@ static void rows4(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8
             st.cd = cd;
             st.w = w;
             st.out = out;
-            run4_asm(&st);
+            if (k <= 16) {
+                run4_short_asm(&st);
+            } else {
+                run4_asm(&st);
+            }
             w = st.w;
             out += (run - cd) >> 2;
             cd = run;
