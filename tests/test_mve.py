@@ -1,14 +1,17 @@
 """The Helium (MVE) matrix product of the Cortex-M55 (firmware/kernels/mcuq_matmul_s8_mve.c): 1x1
-CONV_2D at stride 1 and FULLY_CONNECTED read their int8 rows in place, 16 products per VMLAVA.S8
-in a tail-predicated loop, four pixels' sums of a channel requantized as one vector.
+CONV_2D at stride 1 and FULLY_CONNECTED read their int8 rows in place, other convolutions copy
+their windows into rows first (mcuq_conv2d_s8.c conv_mve()); 16 products per VMLAVA.S8 in a
+tail-predicated loop, four pixels' sums of a channel requantized as one vector.
 
 The cases run on the emulated Cortex-M55 (qemu-m55) and must equal the numpy simulator byte for
-byte: 1x1 convolutions over depths 1 to 300 (multiples of 16 and not: the predicated last turn),
-1 to 40 output channels, pixel counts of every remainder modulo 4 (runs of four, leftover rows),
-constant channels with their filter rows left out as pack stores them, every activation, shifts
-outside the fast range (left shifts, no right shift) beside fast ones under the int8 clamp (the
-assembly's runs split around them), a bias fed at run time (the DSP path, not this one); FULLY_CONNECTED per-tensor with a filter offset and per-channel, one to three batch
-rows. Nothing of the product may compile for cores without Helium.
+byte: 1x1 convolutions over depths 1 to 300 (multiples of 16 and not: the predicated last turn;
+up to 16: the loop-free form), 1 to 40 output channels, pixel counts of every remainder modulo 4
+(runs of four, leftover rows), constant channels with their filter rows left out as pack stores
+them, every activation, shifts outside the fast range (left shifts, no right shift) beside fast
+ones under the int8 clamp (the assembly's runs split around them), a bias fed at run time (the
+plain path); other windows (strides, dilation, padding, several images); FULLY_CONNECTED
+per-tensor with a filter offset and per-channel, one to three batch rows, depths up to 1300
+(past the DSP path's 1280). Nothing of the product may compile for cores without Helium.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def gen_window(b: Builder, k: int) -> Case:
 def gen_fc(b: Builder, k: int) -> Case:
     """FULLY_CONNECTED, per-tensor with a filter zero point (every other case) or per-channel."""
     r = b.rng
-    depth, units, batches = DEPTHS[k % len(DEPTHS)], int(r.integers(1, 41)), 1 + k % 3
+    depth = 1300 if k == CASES - 1 else DEPTHS[k % len(DEPTHS)]  # past the DSP path's 1280 too
+    units, batches = int(r.integers(1, 41)), 1 + k % 3
     x = b.feed((batches, depth), "int8", s_in := b.scale(0.005, 0.1), b.zp("int8"))
     per_channel = k % 2 == 1
     scales = [b.scale(0.002, 0.02) for _ in range(units)] if per_channel else b.scale(0.002, 0.02)
@@ -148,7 +152,7 @@ def test_cases_cover_the_product() -> None:
         (1, 1, True), (2, 1, False), (1, 2, True)}
     fc = [c for _, c in cases(gen_fc, 6)]
     assert any(c.params.filter_offset != 0 for c in fc) and any(c.params.per_channel for c in fc)
-    assert {c.params.batches for c in fc} == {1, 2, 3}
+    assert {c.params.batches for c in fc} == {1, 2, 3} and max(c.params.depth for c in fc) > 1280
 
 
 @pytest.mark.parametrize("gen,seed", [(gen_1x1, 5), (gen_window, 7), (gen_fc, 6)],
