@@ -121,8 +121,11 @@ static void row1(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_
     int32_t c = 0, j;
     while (c < n) {
         int32_t idx[4], a[4], m = 0;
+        for (; q->shifts_fast && c < n && m < 4; c++) { /* no constant channel */
+            idx[m++] = c;
+        }
         for (; c < n && m < 4; c++) {
-            if (!q->shifts_fast && mcuq_constant_channel(cd + 4 * c)) {
+            if (mcuq_constant_channel(cd + 4 * c)) {
                 out[c] = mcuq_constant_output(cd + 4 * c, q->output_offset);
             } else {
                 idx[m++] = c;
@@ -135,10 +138,19 @@ static void row1(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_
             a[j] = j < m ? cd[4 * idx[j]] + q->row_bias[0] : 0;
         }
         dot_1x4(x, w, m, k, a);
+        w += m * k;
+        if (full && q->shifts_fast && m == 4) { /* channels idx[0] .. + 3, all r > 0: as one vector */
+            const int32x4x4_t d = vld4q_s32(cd + 4 * idx[0]); /* b, M, r, h of the four */
+            int32x4_t v = vqrdmulhq_s32(vld1q_s32(a), d.val[1]);
+            v = vqsubq_s32(v, vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(v), 31)));
+            v = vaddq_n_s32(vrshlq_s32(v, vmvnq_s32(d.val[2])), q->output_offset);
+            const int16x8_t h16 = vqmovnbq_s32(vreinterpretq_s16_s32(v), v);
+            vstrbq_s32(out + idx[0], vreinterpretq_s32_s8(vqmovnbq_s16(vreinterpretq_s8_s16(h16), h16)));
+            continue;
+        }
         for (j = 0; j < m; j++) {
             out[idx[j]] = output1(a[j], cd + 4 * idx[j], q, full);
         }
-        w += m * k;
     }
 }
 
