@@ -1,5 +1,6 @@
-"""The MLPerf Tiny int8 models on the emulated Cortex-M7 (QEMU mps2-an500) and Cortex-M4
-(mps2-an386), -icount shift=0: instructions per inference, per layer and per MAC, measured by
+"""The MLPerf Tiny int8 models on the emulated Cortex-M7 (QEMU mps2-an500), Cortex-M4
+(mps2-an386) and Cortex-M55 (mps3-an547: its convolutions and fully connected layers on Helium),
+-icount shift=0: instructions per inference, per layer and per MAC, measured by
 `mcuq verify` (which also proves every output bit-exact); the split between MAC-loop work and
 per-output work; planned arena bytes beside TFLM's; the firmware's flash bytes split into weights
 (constant tensors), model tables (per-node parameters, tensor and node tables) and code.
@@ -55,7 +56,7 @@ from mcuq.ir import Op
 from mcuq.quant import Scheme
 from mcuq.simulate.conv import prepare_conv2d
 
-BOARDS = ("qemu-m7", "qemu-m4")
+BOARDS = ("qemu-m7", "qemu-m4", "qemu-m55")
 MODELS = tuple(RECORDED_TFLM_TOTAL)
 COUNT = 3
 MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
