@@ -20,12 +20,11 @@ import pytest
 from kernel_target import TargetCase, assert_bit_exact_on
 from kernels_ffi import CParams, ptr
 from mcuq.ir import Op
-from mcuq.pack import prune_filters, unpruned_filter
+from mcuq.pack import unpruned_filter
 from mcuq.simulate.common import output_size_and_padding
 from mcuq.simulate.conv import channel_data, constant_row
-from mcuq.simulate.integer import KERNELS as SIMULATOR
 from test_kernels import (  # noqa: F401  (c, c_dsp: the session's kernel builds, as fixtures)
-    ACTIVATIONS, Builder, Case, c, c_dsp, first_mismatch, node_args,
+    ACTIVATIONS, Builder, Case, c, c_dsp, first_mismatch, stored_case,
 )
 
 CASES = 36
@@ -72,14 +71,9 @@ def cases(seed: int = 11) -> list[tuple[int, Case, object, list, np.ndarray, np.
     out = []
     for k in range(CASES):
         case = gen_constant(Builder(rng), k)
-        node = case.graph.nodes[0]
-        prepare, evaluate = SIMULATOR[node.op]
-        params = prepare(case.graph, node)
-        args = node_args(case)
-        stored = prune_filters(case.graph, [params])
-        zero = ~args[1].reshape(args[1].shape[0], -1).any(1)
-        out.append((k, case, params, [stored.get(t, a) for t, a in zip(node.inputs, args)], evaluate(params, args),
-                    zero))
+        params, stored, want = stored_case(case)
+        w = case.graph.tensor(case.graph.nodes[0].inputs[1]).data
+        out.append((k, case, params, stored, want, ~w.reshape(w.shape[0], -1).any(1)))
     return out
 
 

@@ -23,7 +23,7 @@ from mcuq.boards import all_boards
 from mcuq.errors import UnsupportedOpError
 from mcuq.fixedpoint import mbqm, requantize_pow2
 from mcuq.ir import Graph, Node, Op, Quant, Tensor
-from mcuq.pack import PLAIN_FALLBACKS, node_kernel, takes_dsp_path
+from mcuq.pack import PLAIN_FALLBACKS, node_kernel, prune_filters, takes_dsp_path
 from mcuq.simulate import nonlinear
 from mcuq.simulate.common import output_size_and_padding
 from mcuq.simulate.conv import channel_data, mbqm64
@@ -510,6 +510,17 @@ def node_args(case: Case) -> list[np.ndarray | None]:
             for i in case.graph.nodes[0].inputs]
 
 
+def stored_case(case: Case) -> tuple[object, list[np.ndarray | None], np.ndarray]:
+    """A one-node case's params, its args as pack stores them (filters without their constant
+    channels' rows: mcuq.pack.prune_filters) and the simulator's output from the model's args."""
+    node = case.graph.nodes[0]
+    prepare, evaluate = SIMULATOR[node.op]
+    params = prepare(case.graph, node)
+    args = node_args(case)
+    stored = prune_filters(case.graph, [params])
+    return params, [stored.get(t, a) for t, a in zip(node.inputs, args)], evaluate(params, args)
+
+
 def first_mismatch(kernel: str, k: int, got: np.ndarray, want: np.ndarray) -> str | None:
     """(op, case, index, got, expected) of the first differing element, or None."""
     if got.dtype != want.dtype or got.shape != want.shape:
@@ -526,18 +537,24 @@ def pow2_case(kernel: str, k: int) -> bool:
     return kernel in WIDE_GENERATORS and k % 4 == 3
 
 
-def check_kernel(c, kernel: str, cases: int) -> None:
+def seeded_cases(kernel: str, count: int):
+    """(k, case, params, args, expected output) of ``kernel``'s first ``count`` seeded cases (the
+    same on the host and on the target)."""
     gens = {**GENERATORS, **WIDE_GENERATORS}
     rng = np.random.default_rng([7, sorted(gens).index(kernel)])
-    for k in range(cases):
+    for k in range(count):
         case = gens[kernel](Builder(rng, pow2_case(kernel, k)), k)
         node = case.graph.nodes[0]
         prepare, evaluate = SIMULATOR[node.op]
         params = prepare(case.graph, node)
+        args = node_args(case)
+        yield k, case, params, args, evaluate(params, args)
+
+
+def check_kernel(c, kernel: str, cases: int) -> None:
+    for k, case, params, args, want in seeded_cases(kernel, cases):
         if pow2_case(kernel, k):
             assert params.shift_only, f"{kernel} case {k}: power-of-two scales, yet not shift_only"
-        args = node_args(case)
-        want = evaluate(params, args)
         status, got = run_c(c, case.graph, params, args)
         assert status == 0, f"{kernel} case {k}: status {status}"
         assert (msg := first_mismatch(kernel, k, got, want)) is None, msg
@@ -730,26 +747,19 @@ def test_pack_knows_which_layers_need_the_plain_fallbacks(tmp_path) -> None:
     refuse the others with MCUQ_ERR_UNSUPPORTED; both kinds occur for every kernel."""
     lib = build(tmp_path, dsp=True, defines=tuple(f"-D{k.upper().replace('MCUQ_', 'MCUQ_PLAIN_', 1)}=0"
                                                   for k in PLAIN_FALLBACKS))
-    gens = {**GENERATORS, **WIDE_GENERATORS}
     for kernel in PLAIN_FALLBACKS:
         base = kernel.removeprefix("mcuq_")
         seen = set()
         for name in (base, base + "_wide"):
-            rng = np.random.default_rng([7, sorted(gens).index(name)])
-            for k in range(CASES):
-                case = gens[name](Builder(rng, pow2_case(name, k)), k)
-                node = case.graph.nodes[0]
-                prepare, evaluate = SIMULATOR[node.op]
-                params = prepare(case.graph, node)
-                if node_kernel(case.graph, node) != kernel:
+            for k, case, params, args, want in seeded_cases(name, CASES):
+                if node_kernel(case.graph, case.graph.nodes[0]) != kernel:
                     continue
                 dsp = takes_dsp_path(kernel, params)
                 seen.add(dsp)
-                args = node_args(case)
                 status, got = run_c(lib, case.graph, params, args)
                 if dsp:
                     assert status == 0, f"{name} case {k}: pack says DSP path, kernel says {status}"
-                    assert (msg := first_mismatch(name, k, got, evaluate(params, args))) is None, msg
+                    assert (msg := first_mismatch(name, k, got, want)) is None, msg
                 else:
                     assert status == -3, f"{name} case {k}: pack says plain fallback, kernel says {status}"
         assert seen == {True, False}, (kernel, seen)
@@ -763,18 +773,8 @@ TARGET_CASES = 24
 
 def target_cases(kernels: tuple[str, ...], count: int) -> list[tuple[str, int, TargetCase]]:
     """(kernel, case number, case) for the on-target runs, the same seeded cases as on the host."""
-    gens = {**GENERATORS, **WIDE_GENERATORS}
-    out = []
-    for kernel in kernels:
-        rng = np.random.default_rng([7, sorted(gens).index(kernel)])
-        for k in range(count):
-            case = gens[kernel](Builder(rng, pow2_case(kernel, k)), k)
-            node = case.graph.nodes[0]
-            prepare, evaluate = SIMULATOR[node.op]
-            params = prepare(case.graph, node)
-            args = node_args(case)
-            out.append((kernel, k, TargetCase(case.graph, params, args, evaluate(params, args))))
-    return out
+    return [(kernel, k, TargetCase(case.graph, params, args, want))
+            for kernel in kernels for k, case, params, args, want in seeded_cases(kernel, count)]
 
 
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])

@@ -26,10 +26,8 @@ from kernel_target import TargetCase, assert_bit_exact_on
 from kernels_ffi import INCLUDE, KERNELS, STRICT
 from mcuq.boards import load_board
 from mcuq.ir import Op
-from mcuq.pack import prune_filters
 from mcuq.simulate.common import output_size_and_padding
-from mcuq.simulate.integer import KERNELS as SIMULATOR
-from test_kernels import ACTIVATIONS, Builder, Case, node_args
+from test_kernels import ACTIVATIONS, Builder, Case, stored_case
 
 DEPTHS = (1, 3, 15, 16, 17, 31, 32, 33, 48, 64, 100, 127, 128, 250, 256, 300)
 CASES = 48
@@ -120,14 +118,10 @@ def cases(gen, seed: int) -> list[tuple[str, TargetCase]]:
     for k in range(CASES):
         case = gen(Builder(rng), k)
         node = case.graph.nodes[0]
-        prepare, evaluate = SIMULATOR[node.op]
-        params = prepare(case.graph, node)
-        args = node_args(case)
-        stored = prune_filters(case.graph, [params])
-        x_shape, w_shape = args[0].shape, case.graph.tensor(node.inputs[1]).shape
+        params, stored, want = stored_case(case)
+        x_shape, w_shape = stored[0].shape, case.graph.tensor(node.inputs[1]).shape
         out.append((f"{node.op} case {k} x{list(x_shape)} w{list(w_shape)}",
-                    TargetCase(case.graph, params, [stored.get(t, a) for t, a in zip(node.inputs, args)],
-                               evaluate(params, args))))
+                    TargetCase(case.graph, params, stored, want)))
     return out
 
 

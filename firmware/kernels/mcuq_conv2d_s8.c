@@ -140,6 +140,17 @@ static void gather(const geometry_t *g, int8_t *patch, const origin_t *o, int32_
     }
 }
 
+/* The matrix product's parameters for a convolution (no row bias: that is FULLY_CONNECTED's). */
+static void matmul_params(const mcuq_conv_params_t *p, mcuq_matmul_t *q)
+{
+    q->channel_data = p->channel_data;
+    q->row_bias[0] = q->row_bias[1] = q->row_bias[2] = q->row_bias[3] = 0;
+    q->output_offset = p->output_offset;
+    q->act_min = p->act_min;
+    q->act_max = p->act_max;
+    q->shifts_fast = p->shifts_fast;
+}
+
 #if !MCUQ_MVE /* the DSP path's column blocks: Helium cores take conv_mve() */
 /* Filter rows ky0 .. ky1 - 1 of a window inside the image (undilated columns) from src, its
  * first tap, into patch: rows of 4 bytes or more as words, the last word of a row overlapping
@@ -349,12 +360,7 @@ static void conv_dsp(const mcuq_conv_params_t *p, const int8_t *input, const int
     g.direct = (p->input_c & 3) == 0;
     g.seg = g.direct ? g.span : g.k4;
     chunk_rows = 2 * g.k4 <= MCUQ_DSP_BLOCK_WORDS ? g.kh : g.direct ? MCUQ_DSP_BLOCK_WORDS / (2 * g.span) : 0;
-    q.channel_data = p->channel_data;
-    q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
-    q.output_offset = p->output_offset;
-    q.act_min = p->act_min;
-    q.act_max = p->act_max;
-    q.shifts_fast = p->shifts_fast;
+    matmul_params(p, &q);
     if (g.direct && g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1 && chunk_rows > 0) {
         /* 1x1, stride 1: the windows are the input pixels, one after the other */
         const int8_t *src[4];
@@ -552,12 +558,7 @@ static void conv_mve(const mcuq_conv_params_t *p, const int8_t *input, const int
     const int32_t most = 4 * (MCUQ_DSP_MAX_DEPTH / k); /* windows of whole runs of four the rows hold */
     const int32_t geo[5] = {g.span, g.kh, g.row_step, p->stride_w * g.ic, k};
     int32_t i, j, r, m;
-    q.channel_data = p->channel_data;
-    q.row_bias[0] = q.row_bias[1] = q.row_bias[2] = q.row_bias[3] = 0;
-    q.output_offset = p->output_offset;
-    q.act_min = p->act_min;
-    q.act_max = p->act_max;
-    q.shifts_fast = p->shifts_fast;
+    matmul_params(p, &q);
     if (g.kh == 1 && g.kw == 1 && p->stride_h == 1 && p->stride_w == 1) {
         mcuq_matmul_s8_mve(&q, input, pixels, k, filter, n, output, n);
         return;

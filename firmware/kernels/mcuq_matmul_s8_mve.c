@@ -19,35 +19,45 @@
 #if MCUQ_MVE
 #include <arm_mve.h>
 
+/* a[j] += v[0 .. k) . r[j][0 .. k) for the four rows r[j] (k > 0): one vector of v, loaded once a
+ * turn, meets the four rows' vectors (the products are symmetric: v is the weight row and r the
+ * pixels, or v the input row and r four weight rows). */
+static inline __attribute__((always_inline)) void dot_shared4(const int8_t *v, const int8_t *r0, const int8_t *r1,
+                                                              const int8_t *r2, const int8_t *r3, int32_t k,
+                                                              int32_t *a)
+{
+    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    __asm__("wlstp.8 lr, %[k], 2f\n\t"
+            "1:\n\t"
+            "vldrb.8   q0, [%[v]], #16\n\t"
+            "vldrb.8   q1, [%[r0]], #16\n\t"
+            "vmlava.s8 %[a0], q0, q1\n\t"
+            "vldrb.8   q1, [%[r1]], #16\n\t"
+            "vmlava.s8 %[a1], q0, q1\n\t"
+            "vldrb.8   q1, [%[r2]], #16\n\t"
+            "vmlava.s8 %[a2], q0, q1\n\t"
+            "vldrb.8   q1, [%[r3]], #16\n\t"
+            "vmlava.s8 %[a3], q0, q1\n\t"
+            "letp      lr, 1b\n\t"
+            "2:\n\t"
+            : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [v] "+r"(v), [r0] "+r"(r0),
+              [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3)
+            : [k] "r"(k)
+            : "lr", "q0", "q1", "memory");
+    a[0] = a0;
+    a[1] = a1;
+    a[2] = a2;
+    a[3] = a3;
+}
+
 /* Sums of the four rows x, x + ldx, x + 2 ldx, x + 3 ldx times the weight row w over k > 0
  * elements, each starting from b, as one vector. */
 static inline __attribute__((always_inline)) int32x4_t dot_4x1(const int8_t *x, int32_t ldx, const int8_t *w,
                                                                int32_t k, int32_t b)
 {
-    const int8_t *x1 = x + ldx, *x2 = x1 + ldx, *x3 = x2 + ldx;
-    int32_t a0 = b, a1 = b, a2 = b, a3 = b;
-    int32x4_t s = vdupq_n_s32(0);
-    __asm__("wlstp.8 lr, %[k], 2f\n\t"
-            "1:\n\t"
-            "vldrb.8   q0, [%[w]], #16\n\t"
-            "vldrb.8   q1, [%[x0]], #16\n\t"
-            "vmlava.s8 %[a0], q1, q0\n\t"
-            "vldrb.8   q1, [%[x1]], #16\n\t"
-            "vmlava.s8 %[a1], q1, q0\n\t"
-            "vldrb.8   q1, [%[x2]], #16\n\t"
-            "vmlava.s8 %[a2], q1, q0\n\t"
-            "vldrb.8   q1, [%[x3]], #16\n\t"
-            "vmlava.s8 %[a3], q1, q0\n\t"
-            "letp      lr, 1b\n\t"
-            "2:\n\t"
-            : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [x0] "+r"(x), [x1] "+r"(x1),
-              [x2] "+r"(x2), [x3] "+r"(x3), [w] "+r"(w)
-            : [k] "r"(k)
-            : "lr", "q0", "q1", "memory");
-    s = vsetq_lane_s32(a0, s, 0);
-    s = vsetq_lane_s32(a1, s, 1);
-    s = vsetq_lane_s32(a2, s, 2);
-    return vsetq_lane_s32(a3, s, 3);
+    int32_t a[4] = {b, b, b, b};
+    dot_shared4(w, x, x + ldx, x + 2 * ldx, x + 3 * ldx, k, a);
+    return vldrwq_s32(a);
 }
 
 /* a[j] += x[0 .. k) . w[j][0 .. k) (k > 0) for weight rows w[j] = w + min(j, m - 1) * k, m in
@@ -56,28 +66,7 @@ static inline __attribute__((always_inline)) void dot_1x4(const int8_t *x, const
                                                           int32_t *a)
 {
     const int8_t *w1 = m > 1 ? w + k : w, *w2 = m > 2 ? w + 2 * k : w1, *w3 = m > 3 ? w + 3 * k : w2;
-    int32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-    __asm__("wlstp.8 lr, %[k], 2f\n\t"
-            "1:\n\t"
-            "vldrb.8   q0, [%[x]], #16\n\t"
-            "vldrb.8   q1, [%[w0]], #16\n\t"
-            "vmlava.s8 %[a0], q0, q1\n\t"
-            "vldrb.8   q1, [%[w1]], #16\n\t"
-            "vmlava.s8 %[a1], q0, q1\n\t"
-            "vldrb.8   q1, [%[w2]], #16\n\t"
-            "vmlava.s8 %[a2], q0, q1\n\t"
-            "vldrb.8   q1, [%[w3]], #16\n\t"
-            "vmlava.s8 %[a3], q0, q1\n\t"
-            "letp      lr, 1b\n\t"
-            "2:\n\t"
-            : [a0] "+Te"(a0), [a1] "+Te"(a1), [a2] "+Te"(a2), [a3] "+Te"(a3), [x] "+r"(x), [w0] "+r"(w),
-              [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3)
-            : [k] "r"(k)
-            : "lr", "q0", "q1", "memory");
-    a[0] = a0;
-    a[1] = a1;
-    a[2] = a2;
-    a[3] = a3;
+    dot_shared4(x, w, w1, w2, w3, k, a);
 }
 
 /* clamp(requantize(s, M, shift) + output_offset) of four sums of channel_data row cd (any r),
