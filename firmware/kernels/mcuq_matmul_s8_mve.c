@@ -143,6 +143,26 @@ static void row1(const mcuq_matmul_t *q, const int8_t *x, int32_t k, const int8_
     }
 }
 
+/* The four sums in r4, r6, r8, r10 into q3 (lanes one at a time: QEMU 7.2 puts the two-register
+ * VMOV's Rt in lane 0, not in lane 2 as other references), then VQRDMULH by M and the rounding
+ * shift right by r + 1 (M, r from the channel_data row at r1; r12, lr and q0 clobbered). */
+#define REQUANTIZE4                                                                                       \
+    "vmov.32 d6[0], r4\n\t"                                                                               \
+    "vmov.32 d6[1], r6\n\t"                                                                               \
+    "vmov.32 d7[0], r8\n\t"                                                                               \
+    "vmov.32 d7[1], r10\n\t"                                                                              \
+    "ldrd    r12, lr, [r1, #4]\n\t"                                                                       \
+    "vqrdmulh.s32 q3, q3, r12\n\t"                                                                        \
+    "vshr.u32 q0, q3, #31\n\t"                                                                            \
+    "vqsub.s32 q3, q3, q0\n\t"                                                                            \
+    "mvn     lr, lr\n\t"                                                                                  \
+    "vrshl.s32 q3, lr\n\t"
+/* The four outputs in q3 (offset added) saturated to int8 and stored at r3 + the offsets in q2. */
+#define STORE4                                                                                            \
+    "vqmovnb.s32 q3, q3\n\t"                                                                              \
+    "vqmovnb.s16 q3, q3\n\t"                                                                              \
+    "vstrb.32 q3, [r3, q2]\n\t"
+
 /* The channel loop of rows4() in assembly for a run of channels cd .. cde - 1 that all have r > 0
  * (constant ones included), the int8 clamp and no row bias: per channel dot_4x1()'s loop, then
  * outputs4() without its left shift (r > 0: none) and with the fix-up always (e = r + 1 >= 2),
@@ -201,21 +221,10 @@ static void __attribute__((naked, noinline)) run4_asm(run4_t *s)
             "vmlava.s8 r10, q1, q0\n\t"
             "letp    lr, 2b\n\t"
             "3:\n\t"
-            "vmov.32 d6[0], r4\n\t" /* lanes one at a time: QEMU 7.2 puts the two-register */
-            "vmov.32 d6[1], r6\n\t" /* VMOV's Rt in lane 0, not in lane 2 as other references */
-            "vmov.32 d7[0], r8\n\t"
-            "vmov.32 d7[1], r10\n\t"
-            "ldrd    r12, lr, [r1, #4]\n\t" /* M, r */
-            "vqrdmulh.s32 q3, q3, r12\n\t"
-            "vshr.u32 q0, q3, #31\n\t"
-            "vqsub.s32 q3, q3, q0\n\t"
-            "mvn     lr, lr\n\t" /* -(r + 1) */
-            "vrshl.s32 q3, lr\n\t"
+            REQUANTIZE4
             "ldr     r12, [r0, #8]\n\t"
             "vadd.i32 q3, q3, r12\n\t"
-            "vqmovnb.s32 q3, q3\n\t"
-            "vqmovnb.s16 q3, q3\n\t"
-            "vstrb.32 q3, [r3, q2]\n\t"
+            STORE4
             "4:\n\t"
             "adds    r3, r3, #1\n\t"
             "adds    r1, r1, #16\n\t"
@@ -268,20 +277,9 @@ static void __attribute__((naked, noinline)) run4_short_asm(run4_t *s)
             "vmlava.s8 r6, q5, q0\n\t"
             "vmlava.s8 r8, q6, q0\n\t"
             "vmlava.s8 r10, q7, q0\n\t"
-            "vmov.32 d6[0], r4\n\t"
-            "vmov.32 d6[1], r6\n\t"
-            "vmov.32 d7[0], r8\n\t"
-            "vmov.32 d7[1], r10\n\t"
-            "ldrd    r12, lr, [r1, #4]\n\t" /* M, r */
-            "vqrdmulh.s32 q3, q3, r12\n\t"
-            "vshr.u32 q0, q3, #31\n\t"
-            "vqsub.s32 q3, q3, q0\n\t"
-            "mvn     lr, lr\n\t" /* -(r + 1) */
-            "vrshl.s32 q3, lr\n\t"
+            REQUANTIZE4
             "vadd.i32 q3, q3, r9\n\t"
-            "vqmovnb.s32 q3, q3\n\t"
-            "vqmovnb.s16 q3, q3\n\t"
-            "vstrb.32 q3, [r3, q2]\n\t"
+            STORE4
             "4:\n\t"
             "adds    r3, r3, #1\n\t"
             "adds    r1, r1, #16\n\t"
