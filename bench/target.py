@@ -54,7 +54,7 @@ from mcuq import __version__
 from mcuq.pipeline import QuantOptions
 from mcuq.ir import Op
 from mcuq.quant import Scheme
-from mcuq.simulate.conv import prepare_conv2d
+from mcuq.simulate.conv import constant_channels, prepare_conv2d
 
 BOARDS = ("qemu-m7", "qemu-m4", "qemu-m55")
 MODELS = tuple(RECORDED_TFLM_TOTAL)
@@ -162,8 +162,8 @@ def computed_macs(graph, node, macs: int) -> int:
     mcuq.simulate.conv.constant_row), which the firmware does not compute."""
     if node.op != Op.CONV_2D or graph.tensor(node.inputs[0]).dtype != "int8":
         return macs
-    cd = prepare_conv2d(graph, node).channel_data
-    return macs * int(np.sum((cd[:, 1] != 0) | (cd[:, 2] <= 0))) // len(cd)
+    constant = constant_channels(prepare_conv2d(graph, node))
+    return macs * int(np.sum(~constant)) // len(constant)
 
 
 def fit_mac_cost(runs: list[dict]) -> dict[str, dict]:

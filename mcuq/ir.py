@@ -127,6 +127,10 @@ class Graph:
     def output_tensors(self) -> list[Tensor]:
         return [self.tensors[i] for i in self.outputs]
 
+    def reads(self, index: int) -> int:
+        """How many node inputs read tensor ``index``."""
+        return sum(t == index for n in self.nodes for t in n.inputs)
+
     def producers(self) -> dict[int, Node]:
         """Tensor index -> the node that writes it."""
         return {t: n for n in self.nodes for t in n.outputs if t != NO_TENSOR}

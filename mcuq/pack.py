@@ -28,7 +28,7 @@ from mcuq.errors import McuqError, ModelError
 from mcuq.graphfile import save_graph
 from mcuq.ir import NO_TENSOR, Graph, Node, Op
 from mcuq.plan import ArenaPlan
-from mcuq.simulate.conv import prepare_fully_connected
+from mcuq.simulate.conv import constant_channels, prepare_fully_connected
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_RANK = 4
@@ -228,8 +228,7 @@ def pairable(graph: Graph, node: Node) -> bool:
             or any(w.quant.zero_point) or (bias is not None and not bias.is_const)):
         return False
     units, depth = w.shape
-    if units % 4 or depth % 8 or depth > PAIR_MAX_DEPTH or sum(t == w.index for n in graph.nodes
-                                                                 for t in n.inputs) != 1:
+    if units % 4 or depth % 8 or depth > PAIR_MAX_DEPTH or graph.reads(w.index) != 1:
         return False
     p = prepare_fully_connected(graph, node)
     if (p.act_min, p.act_max) != (-128, 127) or not p.shifts_fast:
@@ -245,13 +244,6 @@ def pair_filters(graph: Graph) -> dict[int, np.ndarray]:
 
 
 PRUNED_DTYPE = 8  # the tensor table's dtype code of a CONV_2D filter without its constant channels' rows
-
-
-def constant_channels(params: Any) -> np.ndarray:
-    """Mask of a node's constant channels: channel_data rows with M = 0 and r > 0
-    (mcuq.simulate.conv.constant_row: all-zero int8 filter rows of a CONV_2D)."""
-    cd = getattr(params, "channel_data", np.zeros((0, 4), np.int32))
-    return (cd[:, 1] == 0) & (cd[:, 2] > 0)
 
 
 def prune_filters(graph: Graph, params: Sequence[Any]) -> dict[int, np.ndarray]:

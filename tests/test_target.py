@@ -16,8 +16,8 @@ from mcuq import flash
 from mcuq.boards import load_board
 from mcuq.build import build
 from mcuq.graphfile import load_graph
-from mcuq.pack import constant_channels
 from mcuq.simulate import prepare_graph
+from mcuq.simulate.conv import constant_channels
 from mcuq.verify import VerifyResult, verify
 
 pytestmark = [

@@ -141,11 +141,18 @@ def channel_data(offset_sums: np.ndarray, bias: np.ndarray | None, multiplier: n
 
 def constant_row(y: np.ndarray, output_offset: int) -> np.ndarray:
     """channel_data rows {0, 0, 1, 2 (y - output_offset)} of channels whose output is y whatever
-    the input: M = 0 marks them, and the fast formula of channel_data() gives y from the sum 0
-    (bias 0, all-zero filter row), so a kernel that computes their products stays exact."""
+    the input: M = 0 with r > 0 marks them (constant_channels()), and the fast formula of
+    channel_data() gives y from the sum 0 (bias 0, no products): the firmware stores
+    (h >> 1) + output_offset."""
     y = np.asarray(y, np.int64)
     zeros = np.zeros_like(y)
     return np.stack([zeros, zeros, zeros + 1, 2 * (y - output_offset)], axis=1).astype(np.int32)
+
+
+def constant_channels(params) -> np.ndarray:
+    """Mask of a node's constant channels (constant_row()); empty for params without channel_data."""
+    cd = getattr(params, "channel_data", np.zeros((0, 4), np.int32))
+    return (cd[:, 1] == 0) & (cd[:, 2] > 0)
 
 
 def _fast_path_data(bias: Tensor | None, offset_sums: np.ndarray | None, multiplier: np.ndarray,
@@ -248,7 +255,7 @@ def _prepare_conv_like(graph: Graph, node: Node, depthwise: bool) -> ConvParams:
     if x.dtype == "int8":
         rows = w.data.astype(np.int64).reshape(-1, oc).T if depthwise else w.data.astype(np.int64).reshape(oc, -1)
         sums = offsets[0] * rows.sum(1)
-        if not depthwise and w.dtype == "int8" and sum(t == w.index for n in graph.nodes for t in n.inputs) == 1:
+        if not depthwise and w.dtype == "int8" and graph.reads(w.index) == 1:
             constant = (~rows.any(1), offsets[1], lo, hi)
     fast = _fast_path_data(bias, sums, m, s, constant)
     return ConvParams(
